@@ -1,0 +1,108 @@
+//! Value and file checks shared by loading and by operator tooling.
+
+use std::path::Path;
+
+/// Whether a value looks like a template placeholder rather than a real value: empty,
+/// `your-…`, `…-here`, `<…>`, `changeme`, `xxx…`, `TODO`. URL-like values are also checked part by
+/// part, so `postgres://app:changeme@db/app` is caught.
+pub fn is_placeholder(value: &str) -> bool {
+    let value = value.trim();
+    value.is_empty()
+        || looks_like_placeholder(value)
+        || value
+            .split([':', '/', '@', '?', '&', '='])
+            .filter(|p| !p.is_empty())
+            .any(looks_like_placeholder)
+}
+
+fn looks_like_placeholder(part: &str) -> bool {
+    let lower = part.to_ascii_lowercase();
+    lower.starts_with("your-")
+        || lower.starts_with("your_")
+        || lower.ends_with("-here")
+        || lower.ends_with("_here")
+        || (lower.starts_with('<') && lower.ends_with('>'))
+        || matches!(
+            lower.as_str(),
+            "changeme" | "change_me" | "change-me" | "todo" | "tbd"
+        )
+        || lower.starts_with("todo:")
+        || lower.starts_with("xxx")
+}
+
+/// The permission bits of a file if group or others may access it (like ssh refusing a key).
+pub fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// A connection URL without its password or query (except `sslmode`), for logs, errors and
+/// `explain`: `postgres://user@host:5432/db?sslmode=require`. Other query parameters may carry a
+/// password or key paths, so they go; anything unparsable is hidden completely.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(url) = url::Url::parse(raw.trim()) else {
+        return "<unparsable URL>".to_owned();
+    };
+    let mut shown = format!("{}://", url.scheme());
+    if !url.username().is_empty() {
+        shown.push_str(url.username());
+        shown.push('@');
+    }
+    shown.push_str(url.host_str().unwrap_or_default());
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    if let Some((_, mode)) = url
+        .query_pairs()
+        .find(|(key, _)| key == "sslmode" || key == "ssl-mode")
+    {
+        shown.push_str(&format!("?sslmode={mode}"));
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        for p in [
+            "",
+            "  ",
+            "your-api-key",
+            "<your-database-url-here>",
+            "token-here",
+            "changeme",
+            "CHANGE_ME",
+            "xxxxxxxx",
+            "TODO",
+            "postgres://app:changeme@db/app",
+            "postgresql://<user>:<password>@localhost/db",
+        ] {
+            assert!(is_placeholder(p), "{p:?}");
+        }
+        for real in [
+            "postgres://mcp_user:Zk2f9sQ@db.internal:5432/cognitive_memory",
+            "s3cr3t-t0ken",
+            "sk-proj-abc123",
+            "there",
+        ] {
+            assert!(!is_placeholder(real), "{real:?}");
+        }
+    }
+
+    #[test]
+    fn urls_lose_password_and_query() {
+        assert_eq!(
+            redact_url(
+                "postgres://mcp_user:hunter2@db.internal:5432/cognitive_memory?sslmode=require&password=hunter2"
+            ),
+            "postgres://mcp_user@db.internal:5432/cognitive_memory?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u:p@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("hunter2"), "<unparsable URL>");
+    }
+}
