@@ -1,0 +1,168 @@
+//! Building the pool: TLS policy, then a bounded, reported wait for the server.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
+use sqlx::{Connection, PgConnection, PgPool};
+
+use config_core::redact_url as redacted_url;
+
+use crate::redact::Scrubber;
+use crate::{DatabaseConfig, DbError};
+
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(2);
+/// An attempt started near the deadline still gets this long, so it can finish a handshake.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_secs(1);
+const MAX_REASON_CHARS: usize = 200;
+
+/// One failed attempt during the connect wait, so a supervisor can extend its start timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectProgress {
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Since `connect` was called.
+    pub elapsed: Duration,
+    /// Until the next attempt.
+    pub next_delay: Duration,
+    /// Why the attempt failed, short and free of secrets.
+    pub reason: String,
+}
+
+impl fmt::Display for ConnectProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "database not reachable (attempt {}, {:.1?} elapsed): {}; retrying in {:.1?}",
+            self.attempt, self.elapsed, self.reason, self.next_delay
+        )
+    }
+}
+
+/// A pool for `config`, once the server has accepted one connection.
+///
+/// Retries unreachable or starting servers with exponential backoff (100 ms doubling to 2 s)
+/// for up to `connect_wait_secs`, calling `on_progress` after each failed attempt; at the
+/// deadline the error is [`DbError::Unavailable`]. Wrong credentials, a missing database and a
+/// denied connect fail at once: waiting would not fix them. With `require_tls`, a plain-text
+/// URL to a non-local host is refused before any traffic.
+pub async fn connect(
+    config: &DatabaseConfig,
+    mut on_progress: impl FnMut(ConnectProgress),
+) -> Result<PgPool, DbError> {
+    let raw = config.url.expose_secret();
+    let url = redacted_url(raw);
+    let scrubber = Scrubber::for_url(raw);
+    let options = PgConnectOptions::from_str(raw).map_err(|err| DbError::InvalidUrl {
+        url: url.clone(),
+        reason: scrubber.scrub(&err.to_string()),
+    })?;
+    if config.require_tls && is_plaintext_to_remote(&options) {
+        return Err(DbError::PlaintextRefused { url });
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(config.connect_wait_secs);
+    let mut delay = FIRST_DELAY;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(MIN_ATTEMPT_TIME);
+        let reason = match tokio::time::timeout(budget, PgConnection::connect_with(&options)).await
+        {
+            Ok(Ok(conn)) => {
+                // The probe only proves reachability; a failure to say goodbye changes nothing.
+                let _ = conn.close().await;
+                break;
+            }
+            Ok(Err(err)) => retryable_reason(err, &url, &scrubber)?,
+            Err(_) => format!("no answer within {budget:.1?}"),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(DbError::Unavailable {
+                url,
+                waited: started.elapsed(),
+                attempts: attempt,
+                last_error: reason,
+            });
+        }
+        let next_delay = delay.min(deadline - now);
+        on_progress(ConnectProgress {
+            attempt,
+            elapsed: started.elapsed(),
+            next_delay,
+            reason,
+        });
+        tokio::time::sleep(next_delay).await;
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+
+    Ok(PgPoolOptions::new()
+        .min_connections(config.pool.min_connections)
+        .max_connections(config.pool.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .connect_lazy_with(options))
+}
+
+/// Whether these options would send traffic unencrypted to another machine.
+pub(crate) fn is_plaintext_to_remote(options: &PgConnectOptions) -> bool {
+    !encrypts(options.get_ssl_mode()) && !is_local(options)
+}
+
+fn encrypts(mode: PgSslMode) -> bool {
+    matches!(
+        mode,
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    )
+}
+
+/// A unix socket, `localhost`, 127.0.0.0/8 or ::1: traffic that never leaves the machine.
+fn is_local(options: &PgConnectOptions) -> bool {
+    if options.get_socket().is_some() {
+        return true;
+    }
+    let host = options.get_host();
+    if host.starts_with('/') || host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// The reason to report when waiting may help; otherwise the error to return at once.
+fn retryable_reason(err: sqlx::Error, url: &str, scrubber: &Scrubber) -> Result<String, DbError> {
+    let reason = shorten(&scrubber.scrub(&err.to_string()));
+    let url = url.to_owned();
+    match &err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => Ok(reason),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01" | "28000") => Err(DbError::AuthenticationFailed { url, reason }),
+            Some("3D000") => Err(DbError::DatabaseMissing { url, reason }),
+            Some("42501") => Err(DbError::AccessDenied { url, reason }),
+            // Starting up, shutting down, out of connections, connection exceptions.
+            Some(code)
+                if code.starts_with("57P") || code.starts_with("53") || code.starts_with("08") =>
+            {
+                Ok(reason)
+            }
+            _ => Err(DbError::Connect { url, reason }),
+        },
+        _ => Err(DbError::Connect { url, reason }),
+    }
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}

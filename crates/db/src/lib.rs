@@ -1,0 +1,48 @@
+//! PostgreSQL access for one environment's database: a pool from [`DatabaseConfig`] with a
+//! bounded connect wait, the embedded migrations (applied under an advisory lock), the
+//! environment stamp that keeps one environment's process off another's database, a schema
+//! fingerprint to compare databases, and provisioning of the per-environment role and database.
+//!
+//! Start-up of a service, in order:
+//!
+//! ```no_run
+//! use config_core::Environment;
+//!
+//! # async fn start(config: db::DatabaseConfig) -> Result<(), db::DbError> {
+//! let pool = db::connect(&config, |progress| eprintln!("{progress}")).await?;
+//! db::check_stamp(&pool, Environment::Production).await?;
+//! if config.auto_migrate {
+//!     println!("{}", db::migrate(&pool).await?);
+//! } else if let Some(first) = db::pending(&pool).await?.first() {
+//!     eprintln!("migration {first} is pending");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Invariant: no error, `Debug` or `Display` output of this crate contains a database password.
+
+mod catalog;
+mod config;
+mod connect;
+mod error;
+mod fingerprint;
+mod lock;
+mod migrate;
+mod provision;
+mod redact;
+mod scram;
+mod stamp;
+
+pub use config::{DatabaseConfig, PoolConfig};
+pub use connect::{ConnectProgress, connect};
+pub use error::DbError;
+pub use fingerprint::{
+    CatalogEntry, ObjectKind, SchemaDifference, SchemaFingerprint, diff, fingerprint,
+};
+pub use migrate::{MigrationInfo, MigrationReport, migrate, pending};
+pub use provision::{
+    DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword, database_name, drop_database,
+    provision, role_name,
+};
+pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};

@@ -1,0 +1,352 @@
+//! Per-environment database and login role, created by an administrator connection.
+
+use std::fmt;
+
+use config_core::Environment;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+
+use crate::stamp::read_stamp;
+use crate::{DbError, scram};
+
+/// The database of each environment.
+pub fn database_name(environment: Environment) -> &'static str {
+    match environment {
+        Environment::Development => "cognitive_memory_dev",
+        Environment::Test => "cognitive_memory_test",
+        Environment::Staging => "cognitive_memory_staging",
+        Environment::Production => "cognitive_memory",
+    }
+}
+
+/// The login role of each environment; only it may connect to that environment's database.
+pub fn role_name(environment: Environment) -> &'static str {
+    match environment {
+        Environment::Development => "mcp_user_dev",
+        Environment::Test => "mcp_user_test",
+        Environment::Staging => "mcp_user_staging",
+        Environment::Production => "mcp_user",
+    }
+}
+
+/// What to do about the role's password.
+#[derive(Debug, Clone, Copy)]
+pub enum RolePassword<'a> {
+    /// No password (local peer/trust access only); an existing password is left alone.
+    NoPassword,
+    /// Give a new role this password; an existing role keeps its own.
+    SetOnCreate(&'a SecretString),
+    /// Make this the role's password, also when the role exists (rotation).
+    Set(&'a SecretString),
+}
+
+/// One thing [`provision`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProvisionChange {
+    RoleCreated,
+    LoginEnabled,
+    PasswordSet,
+    DatabaseCreated,
+    OwnerChanged,
+    PublicConnectRevoked,
+    ConnectGranted,
+}
+
+impl fmt::Display for ProvisionChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProvisionChange::RoleCreated => "created the role",
+            ProvisionChange::LoginEnabled => "allowed the role to log in",
+            ProvisionChange::PasswordSet => "set the role's password",
+            ProvisionChange::DatabaseCreated => "created the database",
+            ProvisionChange::OwnerChanged => "made the role the database's owner",
+            ProvisionChange::PublicConnectRevoked => "revoked CONNECT from PUBLIC",
+            ProvisionChange::ConnectGranted => "granted CONNECT to the role",
+        })
+    }
+}
+
+/// What [`provision`] found and did; no changes means everything was already in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionOutcome {
+    pub role: String,
+    pub database: String,
+    pub changes: Vec<ProvisionChange>,
+}
+
+impl ProvisionOutcome {
+    pub fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+}
+
+impl fmt::Display for ProvisionOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "role {}, database {}: ", self.role, self.database)?;
+        if self.changes.is_empty() {
+            return f.write_str("already in place, nothing changed");
+        }
+        let changes: Vec<String> = self.changes.iter().map(ToString::to_string).collect();
+        f.write_str(&changes.join(", "))
+    }
+}
+
+/// What [`drop_database`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropOutcome {
+    Dropped,
+    NotFound,
+}
+
+/// Make sure `environment`'s role and database exist, the role owns the database, and only it
+/// (and superusers) may connect. Idempotent. `admin` must be a superuser connection.
+///
+/// Passwords are sent as SCRAM verifiers computed here, never in clear text.
+pub async fn provision(
+    admin: &PgPool,
+    environment: Environment,
+    password: RolePassword<'_>,
+) -> Result<ProvisionOutcome, DbError> {
+    let role = role_name(environment);
+    let database = database_name(environment);
+    let mut conn = admin
+        .acquire()
+        .await
+        .map_err(DbError::query("get an admin connection"))?;
+    let conn = &mut *conn;
+    let mut changes = Vec::new();
+
+    let can_login: Option<bool> =
+        sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(role)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(DbError::query(format!("look up role {role}")))?;
+    match can_login {
+        None => {
+            let mut create = format!("CREATE ROLE {} LOGIN", quote_ident(role));
+            if let RolePassword::SetOnCreate(secret) | RolePassword::Set(secret) = password {
+                create.push_str(&format!(" PASSWORD {}", quote_literal(&verifier(secret)?)));
+            }
+            execute(conn, create, format!("create role {role}")).await?;
+            changes.push(ProvisionChange::RoleCreated);
+            if !matches!(password, RolePassword::NoPassword) {
+                changes.push(ProvisionChange::PasswordSet);
+            }
+        }
+        Some(can_login) => {
+            if !can_login {
+                execute(
+                    conn,
+                    format!("ALTER ROLE {} LOGIN", quote_ident(role)),
+                    format!("enable login for {role}"),
+                )
+                .await?;
+                changes.push(ProvisionChange::LoginEnabled);
+            }
+            if let RolePassword::Set(secret) = password
+                && !password_matches(conn, role, secret).await?
+            {
+                let alter = format!(
+                    "ALTER ROLE {} PASSWORD {}",
+                    quote_ident(role),
+                    quote_literal(&verifier(secret)?)
+                );
+                execute(conn, alter, format!("set the password of {role}")).await?;
+                changes.push(ProvisionChange::PasswordSet);
+            }
+        }
+    }
+
+    let owner: Option<String> = sqlx::query_scalar(
+        "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+    )
+    .bind(database)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(DbError::query(format!("look up database {database}")))?;
+    match owner {
+        None => {
+            let create = format!(
+                "CREATE DATABASE {} OWNER {}",
+                quote_ident(database),
+                quote_ident(role)
+            );
+            execute(conn, create, format!("create database {database}")).await?;
+            changes.push(ProvisionChange::DatabaseCreated);
+        }
+        Some(owner) if owner != role => {
+            let alter = format!(
+                "ALTER DATABASE {} OWNER TO {}",
+                quote_ident(database),
+                quote_ident(role)
+            );
+            execute(conn, alter, format!("give database {database} to {role}")).await?;
+            changes.push(ProvisionChange::OwnerChanged);
+        }
+        Some(_) => {}
+    }
+
+    if may_connect(conn, "public", database).await? {
+        let revoke = format!(
+            "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
+            quote_ident(database)
+        );
+        execute(
+            conn,
+            revoke,
+            format!("revoke CONNECT on {database} from PUBLIC"),
+        )
+        .await?;
+        changes.push(ProvisionChange::PublicConnectRevoked);
+    }
+    if !may_connect(conn, role, database).await? {
+        let grant = format!(
+            "GRANT CONNECT ON DATABASE {} TO {}",
+            quote_ident(database),
+            quote_ident(role)
+        );
+        execute(
+            conn,
+            grant,
+            format!("grant CONNECT on {database} to {role}"),
+        )
+        .await?;
+        changes.push(ProvisionChange::ConnectGranted);
+    }
+
+    Ok(ProvisionOutcome {
+        role: role.to_owned(),
+        database: database.to_owned(),
+        changes,
+    })
+}
+
+/// Drop a database, but only one stamped `development` or `test`: resetting must never be able
+/// to reach staging or production data. Connections to it are terminated.
+pub async fn drop_database(admin: &PgPool, database: &str) -> Result<DropOutcome, DbError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(admin)
+            .await
+            .map_err(DbError::query(format!("look up database {database}")))?;
+    if !exists {
+        return Ok(DropOutcome::NotFound);
+    }
+    let options = (*admin.connect_options()).clone().database(database);
+    let mut conn = PgConnection::connect_with(&options)
+        .await
+        .map_err(DbError::query(format!(
+            "connect to {database} to read its stamp"
+        )))?;
+    let stamp = read_stamp(&mut conn).await;
+    // Only the stamp was needed; failing to say goodbye changes nothing.
+    let _ = conn.close().await;
+    match stamp? {
+        Some(stamp)
+            if matches!(
+                stamp.environment,
+                Environment::Development | Environment::Test
+            ) => {}
+        Some(stamp) => {
+            return Err(DbError::DropRefused {
+                database: database.to_owned(),
+                reason: format!(
+                    "it is stamped for {}; only development and test databases may be dropped",
+                    stamp.environment
+                ),
+            });
+        }
+        None => {
+            return Err(DbError::DropRefused {
+                database: database.to_owned(),
+                reason: "it has no environment stamp; only databases stamped development or test may be dropped"
+                    .to_owned(),
+            });
+        }
+    }
+    let mut conn = admin
+        .acquire()
+        .await
+        .map_err(DbError::query("get an admin connection"))?;
+    execute(
+        &mut conn,
+        format!("DROP DATABASE {} WITH (FORCE)", quote_ident(database)),
+        format!("drop {database}"),
+    )
+    .await?;
+    Ok(DropOutcome::Dropped)
+}
+
+async fn may_connect(conn: &mut PgConnection, role: &str, database: &str) -> Result<bool, DbError> {
+    sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
+        .bind(role)
+        .bind(database)
+        .fetch_one(conn)
+        .await
+        .map_err(DbError::query(format!(
+            "check whether {role} may connect to {database}"
+        )))
+}
+
+/// Whether the role's stored verifier already belongs to `password` (so setting it again would
+/// change nothing). Unknown (not a superuser, or no SCRAM verifier) counts as no.
+async fn password_matches(
+    conn: &mut PgConnection,
+    role: &str,
+    password: &SecretString,
+) -> Result<bool, DbError> {
+    let stored: Result<Option<Option<String>>, sqlx::Error> =
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(role)
+            .fetch_optional(conn)
+            .await;
+    match stored {
+        Ok(stored) => Ok(stored
+            .flatten()
+            .is_some_and(|stored| scram::matches(&stored, password.expose_secret()))),
+        Err(err) if err.as_database_error().and_then(|e| e.code()).as_deref() == Some("42501") => {
+            Ok(false)
+        }
+        Err(err) => Err(DbError::query(format!(
+            "read the password verifier of {role}"
+        ))(err)),
+    }
+}
+
+fn verifier(password: &SecretString) -> Result<String, DbError> {
+    scram::verifier(password.expose_secret()).map_err(|err| DbError::Query {
+        context: "generate a password salt".to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+/// Utility statements (CREATE ROLE, GRANT, …) take no bind parameters; names and literals are
+/// quoted here instead.
+async fn execute(
+    conn: &mut PgConnection,
+    statement: String,
+    context: String,
+) -> Result<(), DbError> {
+    sqlx::raw_sql(AssertSqlSafe(statement))
+        .execute(conn)
+        .await
+        .map_err(DbError::query(context))?;
+    Ok(())
+}
+
+/// PostgreSQL's `quote_ident`, always quoting.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// PostgreSQL's `quote_literal`: doubled quotes, and the `E''` form when backslashes occur.
+fn quote_literal(text: &str) -> String {
+    let doubled = text.replace('\'', "''");
+    if text.contains('\\') {
+        format!("E'{}'", doubled.replace('\\', "\\\\"))
+    } else {
+        format!("'{doubled}'")
+    }
+}

@@ -1,0 +1,35 @@
+//! Shared by the integration tests: configs and pools for the throwaway cluster's databases.
+
+use db::{DatabaseConfig, PoolConfig};
+use pg_harness::{TestCluster, TestDatabase};
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+pub fn config(url: &str, connect_wait_secs: u64) -> DatabaseConfig {
+    DatabaseConfig {
+        url: SecretString::from(url.to_owned()),
+        pool: PoolConfig {
+            min_connections: 0,
+            max_connections: 4,
+        },
+        acquire_timeout_secs: 10,
+        connect_wait_secs,
+        require_tls: true,
+        auto_migrate: false,
+    }
+}
+
+pub async fn pool(url: &str) -> PgPool {
+    db::connect(&config(url, 5), |_| {})
+        .await
+        .expect("connect to the test database")
+}
+
+pub async fn fresh() -> (TestDatabase, PgPool) {
+    let database = TestCluster::shared()
+        .fresh_database()
+        .await
+        .expect("a fresh test database");
+    let pool = pool(&database.url).await;
+    (database, pool)
+}
