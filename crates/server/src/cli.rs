@@ -1,0 +1,60 @@
+//! Command-line interface of `cognitive-memory-mcp`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ConfigSource;
+
+/// Cognitive memory MCP server: stores dialogue and insights in PostgreSQL and serves them to MCP
+/// clients, with strictly separated development, test, staging and production environments.
+///
+/// Exit codes: 0 success, 78 configuration error, 75 database unavailable after the connect wait,
+/// 1 any other failure.
+#[derive(Debug, Parser)]
+#[command(name = "cognitive-memory-mcp", version, about, long_about)]
+pub struct Cli {
+    /// Environment to run as: development, test, staging or production. Overrides $ENVIRONMENT;
+    /// without either, development is assumed (with a warning).
+    #[arg(long = "env", global = true, value_name = "ENV")]
+    pub environment: Option<String>,
+
+    /// Directory holding config/config.yaml and the .env, .env.<environment> files.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "COGMEM_CONFIG_ROOT",
+        default_value = "."
+    )]
+    pub config_root: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect the configuration of the selected environment.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the configuration; print every problem at once (exit 78 on any error).
+    Check,
+    /// Show every key's effective value (secrets redacted), where it came from and what it overrode.
+    Explain,
+    /// Print the .env.template implied by the configuration schema.
+    Template,
+}
+
+impl Cli {
+    pub fn config_source(&self) -> ConfigSource {
+        ConfigSource {
+            root: self.config_root.clone(),
+            environment_flag: self.environment.clone(),
+        }
+    }
+}

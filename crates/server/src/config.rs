@@ -1,0 +1,260 @@
+//! The application's configuration schema: every knob the daemon reads, described once.
+//!
+//! `config-core` derives the variable names (`COGMEM__…` plus the aliases declared here), the
+//! `.env.template`, `config explain` and the reference docs from these structs.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config_core::{Config, ConfigEnum, EnvSnapshot, LoadFailure, LoadOptions, Loaded, Validator};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Prefix of every derived variable name.
+pub const ENV_PREFIX: &str = "COGMEM";
+/// The shared configuration file, relative to the configuration root.
+pub const CONFIG_FILE: &str = "config/config.yaml";
+/// The variable that chooses the environment when `--env` is not given.
+pub const ENVIRONMENT_VAR: &str = "ENVIRONMENT";
+
+/// Everything `cognitive-memory-mcp` can be configured with.
+#[derive(Debug, Config)]
+pub struct AppConfig {
+    /// PostgreSQL connection and migrations.
+    #[config(section)]
+    pub database: db::DatabaseConfig,
+    /// MCP transports, HTTP security and shutdown.
+    #[config(section)]
+    pub server: ServerConfig,
+    /// Log level, format and payload logging.
+    #[config(section)]
+    pub logging: LoggingConfig,
+    /// Limits on stored memories and searches.
+    #[config(section)]
+    pub memory: MemoryConfig,
+    /// API keys of model providers, for clients and integrations that need them.
+    #[config(section)]
+    pub providers: ProvidersConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum)]
+pub enum Transport {
+    /// JSON-RPC over stdin/stdout, for clients that launch the binary.
+    Stdio,
+    /// Streamable HTTP at `/mcp`, for the daemon.
+    Http,
+}
+
+#[derive(Debug, Config)]
+#[config(validate = validate_server)]
+pub struct ServerConfig {
+    /// Transport `serve` uses unless `--transport` says otherwise.
+    #[config(default = "http")]
+    pub transport: Transport,
+    /// HTTP listener.
+    #[config(section)]
+    pub http: HttpConfig,
+    /// Bearer-token authentication of HTTP clients.
+    #[config(section)]
+    pub auth: AuthConfig,
+    /// Per-client request rate limit.
+    #[config(section)]
+    pub rate_limit: RateLimitConfig,
+    /// Seconds in-flight requests may take to finish after SIGTERM before they are cut off.
+    #[config(default = "10")]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Config)]
+pub struct HttpConfig {
+    /// Address and port the HTTP listener binds.
+    #[config(default = "127.0.0.1:8765")]
+    pub bind: SocketAddr,
+    /// Browser origins allowed to call `/mcp`; a request with any other `Origin` header gets 403.
+    #[config(default = "[]")]
+    pub allowed_origins: Vec<String>,
+    /// Largest accepted request body in bytes (413 above it).
+    #[config(default = "1048576")]
+    pub max_body_bytes: usize,
+    /// Seconds a request may take before it is answered with a timeout.
+    #[config(default = "30")]
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Config)]
+pub struct AuthConfig {
+    /// Whether HTTP clients must send `Authorization: Bearer <token>`. Off only in development.
+    #[config(default = "true")]
+    pub required: bool,
+    /// The bearer token clients must present.
+    #[config(alias = "MCP_AUTH_TOKEN")]
+    pub token: Option<SecretString>,
+}
+
+#[derive(Debug, Config)]
+pub struct RateLimitConfig {
+    /// Requests per minute allowed per client address (429 above it).
+    #[config(default = "60")]
+    pub requests_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum)]
+pub enum LogFormat {
+    /// journald when stderr is connected to the journal, else pretty in development, JSON elsewhere.
+    Auto,
+    Pretty,
+    Json,
+    Journald,
+}
+
+#[derive(Debug, Config)]
+pub struct LoggingConfig {
+    /// Most verbose level logged.
+    #[config(default = "info", alias = "LOG_LEVEL")]
+    pub level: LogLevel,
+    /// Output format.
+    #[config(default = "auto", alias = "LOG_FORMAT")]
+    pub format: LogFormat,
+    /// Whether memory contents and tool arguments may appear in logs (personal data: never in production).
+    #[config(default = "false")]
+    pub log_payloads: bool,
+}
+
+#[derive(Debug, Config)]
+#[config(validate = validate_memory)]
+pub struct MemoryConfig {
+    /// Largest accepted memory content in bytes.
+    #[config(default = "65536")]
+    pub max_content_bytes: usize,
+    /// Search result limits.
+    #[config(section)]
+    pub search: SearchConfig,
+}
+
+#[derive(Debug, Config)]
+pub struct SearchConfig {
+    /// Hits returned when a search names no limit.
+    #[config(default = "10")]
+    pub default_limit: u32,
+    /// Most hits a search may ask for.
+    #[config(default = "50")]
+    pub max_limit: u32,
+}
+
+#[derive(Debug, Config)]
+pub struct ProvidersConfig {
+    /// OpenAI API key (optional; list it under `require:` in config.yaml where an environment needs it).
+    #[config(alias = "OPENAI_API_KEY")]
+    pub openai_api_key: Option<SecretString>,
+    /// Anthropic API key (optional; list it under `require:` in config.yaml where an environment needs it).
+    #[config(alias = "ANTHROPIC_API_KEY")]
+    pub anthropic_api_key: Option<SecretString>,
+}
+
+/// Shortest bearer token accepted in staging and production.
+const MIN_TOKEN_CHARS: usize = 16;
+
+fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
+    let env = v.environment();
+    if server.auth.required {
+        match &server.auth.token {
+            None => v.error("auth.token", "required while server.auth.required is true; set MCP_AUTH_TOKEN, MCP_AUTH_TOKEN_FILE or credential mcp-auth-token"),
+            Some(token) if token.expose_secret().chars().count() < MIN_TOKEN_CHARS => {
+                v.strict("auth.token", format!("shorter than {MIN_TOKEN_CHARS} characters; generate one with `openssl rand -hex 32`"))
+            }
+            Some(_) => {}
+        }
+    } else if env.is_strict() {
+        v.error(
+            "auth.required",
+            format!("authentication cannot be disabled in {env}"),
+        );
+    } else if !server.http.bind.ip().is_loopback() {
+        v.error(
+            "auth.required",
+            format!("authentication cannot be disabled while server.http.bind ({}) is not a loopback address", server.http.bind),
+        );
+    }
+    if env == config_core::Environment::Production
+        && server.http.allowed_origins.iter().any(|o| o.trim() == "*")
+    {
+        v.error(
+            "http.allowed_origins",
+            "a wildcard origin is not allowed in production; list the origins",
+        );
+    }
+    if server.rate_limit.requests_per_minute == 0 {
+        v.error("rate_limit.requests_per_minute", "must be at least 1");
+    }
+    if server.http.max_body_bytes == 0 || server.http.request_timeout_secs == 0 {
+        v.error(
+            "http",
+            "max_body_bytes and request_timeout_secs must be at least 1",
+        );
+    }
+}
+
+fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
+    let search = &memory.search;
+    if search.max_limit == 0 || search.default_limit == 0 || search.default_limit > search.max_limit
+    {
+        v.error(
+            "search.default_limit",
+            format!(
+                "must be between 1 and search.max_limit ({})",
+                search.max_limit
+            ),
+        );
+    }
+    if memory.max_content_bytes == 0 {
+        v.error("max_content_bytes", "must be at least 1");
+    }
+}
+
+/// Where and how to load: the command-line part of [`LoadOptions`].
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    /// Directory holding `config/config.yaml` and the `.env*` files.
+    pub root: PathBuf,
+    /// `--env`, if given.
+    pub environment_flag: Option<String>,
+}
+
+/// Loads the application configuration from `source` and the given process environment.
+pub fn load(source: &ConfigSource, env: &EnvSnapshot) -> Result<Loaded<AppConfig>, LoadFailure> {
+    config_core::load::<AppConfig>(&options(source, env))
+}
+
+/// The same options, for commands that want the resolution even when extraction fails.
+pub fn options<'a>(source: &'a ConfigSource, env: &'a EnvSnapshot) -> LoadOptions<'a> {
+    LoadOptions {
+        root: &source.root,
+        config_file: Path::new(CONFIG_FILE),
+        prefix: ENV_PREFIX,
+        environment_var: ENVIRONMENT_VAR,
+        environment_flag: source.environment_flag.as_deref(),
+        env,
+    }
+}
+
+/// The `.env.template` the schema implies; the committed file must equal it.
+pub fn env_template() -> String {
+    let schema = config_core::Schema::of::<AppConfig>(ENV_PREFIX);
+    config_core::env_template(
+        &schema,
+        "Every variable cognitive-memory-mcp reads, generated from its configuration schema by\n\
+         `cognitive-memory-mcp config template`; do not edit by hand (a test compares them).\n\
+         Copy it to .env.<environment> (development, test, staging, production), chmod 600, fill it in,\n\
+         and never commit the copy. Variables override config/config.yaml; the process environment\n\
+         overrides these files. Lists are JSON arrays. Secrets may instead come from NAME_FILE=/path\n\
+         or a systemd credential ($CREDENTIALS_DIRECTORY/<name>).",
+    )
+}

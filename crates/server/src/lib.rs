@@ -1,0 +1,18 @@
+//! The `cognitive-memory-mcp` daemon as a library: its configuration schema, command-line
+//! interface and commands. The binary in `main.rs` only maps their results to exit codes.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+
+/// Process exit codes (sysexits.h where one fits), relied on by the systemd unit
+/// (`RestartPreventExitStatus=78`).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// Anything not covered below.
+    pub const FAILURE: u8 = 1;
+    /// A dependency (the database) stayed unavailable for the whole connect wait; systemd may retry.
+    pub const TEMPFAIL: u8 = 75;
+    /// The configuration is wrong; restarting will not help.
+    pub const CONFIG: u8 = 78;
+}
