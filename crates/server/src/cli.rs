@@ -38,6 +38,22 @@ pub enum Command {
     /// Inspect the configuration of the selected environment.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Apply pending migrations to the selected environment's database (operators have no cargo).
+    ///
+    /// The database must be stamped for the selected environment (exit 78 otherwise). A brand-new,
+    /// empty database is stamped with --stamp.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// List the pending migrations without applying them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stamp a new, empty database for the selected environment (refused if it holds memories or
+    /// is stamped for another environment).
+    #[arg(long)]
+    pub stamp: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use config_core::EnvSnapshot;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, MigrateArgs};
 use crate::config::{self, AppConfig};
 use crate::exit;
 
@@ -12,7 +12,119 @@ use crate::exit;
 pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
     match &cli.command {
         Command::Config(command) => config_command(cli, command, env),
+        Command::Migrate(args) => migrate(cli, args, env),
     }
+}
+
+/// The exit code for a database failure: 75 when waiting longer might help, 78 when the
+/// configuration or the database's setup is wrong, 1 otherwise.
+pub fn db_exit_code(err: &db::DbError) -> u8 {
+    use db::DbError::*;
+    match err {
+        Unavailable { .. } => exit::TEMPFAIL,
+        InvalidUrl { .. }
+        | PlaintextRefused { .. }
+        | AuthenticationFailed { .. }
+        | DatabaseMissing { .. }
+        | AccessDenied { .. }
+        | WrongEnvironment { .. }
+        | Unstamped { .. }
+        | DivergentMigration { .. }
+        | MissingMigration { .. }
+        | StampRefused { .. }
+        | DropRefused { .. } => exit::CONFIG,
+        Connect { .. } | Query { .. } | Migration { .. } => exit::FAILURE,
+    }
+}
+
+/// Loads the configuration, printing warnings, or prints every problem and returns exit 78.
+fn load_or_report(cli: &Cli, env: &EnvSnapshot) -> Result<config_core::Loaded<AppConfig>, u8> {
+    match config::load(&cli.config_source(), env) {
+        Ok(loaded) => {
+            for warning in loaded.resolution.report.warnings() {
+                eprintln!("{warning}");
+            }
+            Ok(loaded)
+        }
+        Err(failure) => {
+            eprintln!("configuration is invalid:\n{}", failure.report);
+            Err(exit::CONFIG)
+        }
+    }
+}
+
+fn migrate(cli: &Cli, args: &MigrateArgs, env: &EnvSnapshot) -> u8 {
+    let loaded = match load_or_report(cli, env) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let environment = loaded.resolution.environment;
+    let database = &loaded.config.database;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return exit::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let pool = db::connect(database, |progress| {
+            eprintln!("waiting for the database: {progress}")
+        })
+        .await?;
+        let outcome = migrate_pool(&pool, environment, args).await;
+        pool.close().await;
+        outcome
+    });
+    match result {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            eprintln!("error: {err}");
+            if matches!(err, db::DbError::Unstamped { .. }) && !args.stamp {
+                eprintln!(
+                    "hint: a new, empty database is stamped with `cognitive-memory-mcp --env {environment} migrate --stamp`"
+                );
+            }
+            db_exit_code(&err)
+        }
+    }
+}
+
+async fn migrate_pool(
+    pool: &sqlx::PgPool,
+    environment: config_core::Environment,
+    args: &MigrateArgs,
+) -> Result<(), db::DbError> {
+    if args.dry_run {
+        if args.stamp {
+            println!("would stamp the database for {environment} (only if it is new and empty)");
+        } else {
+            db::check_stamp(pool, environment).await?;
+        }
+        let pending = db::pending(pool).await?;
+        if pending.is_empty() {
+            println!("no pending migrations");
+        }
+        for migration in &pending {
+            println!("pending: {migration}");
+        }
+        return Ok(());
+    }
+    if args.stamp {
+        match db::stamp(pool, environment, "cognitive-memory-mcp migrate --stamp").await? {
+            db::StampOutcome::Stamped { migrations } => {
+                println!("stamped for {environment}; {migrations}")
+            }
+            db::StampOutcome::AlreadyStamped(_) => println!("already stamped for {environment}"),
+        }
+    } else {
+        db::check_stamp(pool, environment).await?;
+    }
+    println!("{}", db::migrate(pool).await?);
+    Ok(())
 }
 
 fn config_command(cli: &Cli, command: &ConfigCommand, env: &EnvSnapshot) -> u8 {
