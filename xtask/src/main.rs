@@ -1,1 +1,116 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `dev-db start|stop|status`: the project-local PostgreSQL cluster under `.dev/postgres/`.
+//! - `setup-db --env <env>` (and `setup-dev-db`): provision the environment's role and database,
+//!   stamp and migrate it, write `.env.<env>` when missing, and compare the schema with
+//!   production.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use config_core::Environment;
+
+mod dev_db;
+mod setup_db;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Project automation for cognitive-memory"
+)]
+struct Cli {
+    /// The repository root; defaults to the parent of `xtask/` (for tests).
+    #[arg(long, global = true, env = "COGMEM_REPO_ROOT", hide = true)]
+    repo_root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the variant names are the command names"
+)]
+enum Command {
+    /// Start, stop or inspect the project-local PostgreSQL cluster in `.dev/postgres/`.
+    DevDb {
+        #[arg(value_enum)]
+        action: DevDbAction,
+        #[command(flatten)]
+        port: PortArg,
+    },
+    /// Provision, stamp and migrate one environment's role and database.
+    SetupDb {
+        /// The environment: development, test, staging or production.
+        #[arg(long = "env", value_parser = parse_environment)]
+        environment: Environment,
+        #[command(flatten)]
+        options: SetupOptions,
+    },
+    /// Shortcut for `setup-db --env development`.
+    SetupDevDb {
+        #[command(flatten)]
+        options: SetupOptions,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DevDbAction {
+    /// Initialise the cluster if needed, then start it.
+    Start,
+    /// Stop the cluster (fast shutdown).
+    Stop,
+    /// Say whether the cluster exists and runs.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+struct PortArg {
+    /// Port of the local development cluster.
+    #[arg(long, env = "COGMEM_DEV_PG_PORT", default_value_t = pg_harness::DEFAULT_DEV_PORT)]
+    port: u16,
+}
+
+#[derive(Debug, Clone, Args)]
+struct SetupOptions {
+    /// Superuser connection URL; without it the local development cluster is started and used.
+    #[arg(long, env = "PG_ADMIN_URL", hide_env_values = true)]
+    admin_url: Option<String>,
+    /// Drop and recreate the database first (only databases stamped development or test).
+    #[arg(long)]
+    reset: bool,
+    /// Give the role a new generated password and print the new DATABASE_URL line.
+    #[arg(long)]
+    reset_password: bool,
+    #[command(flatten)]
+    port: PortArg,
+}
+
+fn parse_environment(given: &str) -> Result<Environment, config_core::InvalidEnvironment> {
+    given.parse()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = match cli.repo_root {
+        Some(root) => root,
+        None => default_repo_root()?,
+    };
+    match cli.command {
+        Command::DevDb { action, port } => dev_db::run(&root, action, port.port),
+        Command::SetupDb {
+            environment,
+            options,
+        } => setup_db::run(&root, environment, &options),
+        Command::SetupDevDb { options } => setup_db::run(&root, Environment::Development, &options),
+    }
+}
+
+/// The parent of this crate's manifest directory, independent of the working directory.
+fn default_repo_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask's manifest directory has no parent")
+}

@@ -191,8 +191,5 @@ async fn the_config_never_prints_its_url() {
     .await
     .unwrap_err();
     assert!(matches!(err, DbError::InvalidUrl { .. }), "{err}");
-    assert!(
-        err.to_string().contains("<unparsable URL>"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("<unparsable URL>"), "{err}");
 }
