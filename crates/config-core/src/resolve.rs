@@ -243,17 +243,25 @@ impl Layers<'_> {
         }
     }
 
-    fn read_dotenv(&mut self, name: &Path) {
-        let path = self.options.root.join(name);
-        let shown = self.display_path(name);
-        let content = match std::fs::read_to_string(&path) {
-            Ok(content) => content,
+    /// Reads a configuration file below the root, recording it in `files`. `None` when it is
+    /// absent (recorded as not present) or unreadable (reported).
+    fn read_file(&mut self, relative: &Path) -> Option<(PathBuf, PathBuf, String)> {
+        let path = self.options.root.join(relative);
+        let shown = self.display_path(relative);
+        match std::fs::read_to_string(&path) {
+            Ok(content) => {
+                self.files.push(FileRead {
+                    path: shown.clone(),
+                    present: true,
+                });
+                Some((path, shown, content))
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 self.files.push(FileRead {
                     path: shown,
                     present: false,
                 });
-                return;
+                None
             }
             Err(err) => {
                 self.report.error(
@@ -261,13 +269,15 @@ impl Layers<'_> {
                     None,
                     format!("cannot read {}: {}", shown.display(), err.kind()),
                 );
-                return;
+                None
             }
+        }
+    }
+
+    fn read_dotenv(&mut self, name: &Path) {
+        let Some((path, shown, content)) = self.read_file(name) else {
+            return;
         };
-        self.files.push(FileRead {
-            path: shown.clone(),
-            present: true,
-        });
         self.check_private(&path, &shown);
         let (assignments, errors) = dotenv::parse(&content);
         drop(SecretString::from(content));
@@ -336,36 +346,21 @@ impl Layers<'_> {
     }
 
     fn read_yaml(&mut self) {
-        let relative = self.options.config_file;
-        let path = self.options.root.join(relative);
-        let shown = self.display_path(relative);
-        let content = match std::fs::read_to_string(&path) {
-            Ok(content) => content,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        let Some((_, shown, content)) = self.read_file(self.options.config_file) else {
+            let shown = self.display_path(self.options.config_file);
+            if self
+                .files
+                .last()
+                .is_some_and(|f| !f.present && f.path == shown)
+            {
                 self.report.warning(
                     None,
                     None,
                     format!("{} not found; using built-in defaults", shown.display()),
                 );
-                self.files.push(FileRead {
-                    path: shown,
-                    present: false,
-                });
-                return;
             }
-            Err(err) => {
-                self.report.error(
-                    None,
-                    None,
-                    format!("cannot read {}: {}", shown.display(), err.kind()),
-                );
-                return;
-            }
+            return;
         };
-        self.files.push(FileRead {
-            path: shown.clone(),
-            present: true,
-        });
         let root = match yaml::parse(&content) {
             Ok(root) => root,
             Err(err) => {
@@ -769,11 +764,7 @@ impl Layers<'_> {
                 RawValue::Null => false,
             });
             if !set {
-                let how = self
-                    .schema
-                    .key(&path)
-                    .map(|k| k.how_to_set(&self.schema.prefix))
-                    .unwrap_or_default();
+                let how = self.schema.how_to_set(&path);
                 self.report.error(
                     Some(&path),
                     None,

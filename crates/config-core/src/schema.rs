@@ -159,6 +159,13 @@ impl Schema {
         self.by_var.get(var).map(|&i| &self.keys[i])
     }
 
+    /// Where an operator can supply the key at `path`, for "missing" messages.
+    pub fn how_to_set(&self, path: &str) -> String {
+        self.key(path)
+            .map(|k| k.how_to_set(&self.prefix))
+            .unwrap_or_default()
+    }
+
     pub fn is_section(&self, path: &str) -> bool {
         self.sections.iter().any(|s| s.path == path)
     }
@@ -184,6 +191,15 @@ impl Schema {
     }
 }
 
+/// `a.b` + `c` → `a.b.c`: the key path of `name` inside the section at `path`.
+fn dotted(path: &[&str], name: &str) -> String {
+    path.iter()
+        .copied()
+        .chain([name])
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Collects keys while a [`Config`] type describes itself.
 #[derive(Debug)]
 pub struct SchemaBuilder {
@@ -195,12 +211,7 @@ pub struct SchemaBuilder {
 
 impl SchemaBuilder {
     fn full(&self, name: &str) -> String {
-        self.path
-            .iter()
-            .copied()
-            .chain([name])
-            .collect::<Vec<_>>()
-            .join(".")
+        dotted(&self.path, name)
     }
 
     pub fn key<T: ConfigValue>(&mut self, name: &'static str, attrs: KeyAttrs) {
@@ -251,12 +262,7 @@ pub struct Extractor<'a> {
 
 impl Extractor<'_> {
     fn full(&self, name: &str) -> String {
-        self.path
-            .iter()
-            .copied()
-            .chain([name])
-            .collect::<Vec<_>>()
-            .join(".")
+        dotted(&self.path, name)
     }
 
     pub fn value<T: ConfigValue>(&mut self, name: &'static str) -> Option<T> {
@@ -271,11 +277,7 @@ impl Extractor<'_> {
                 }
             },
             None => T::absent().or_else(|| {
-                let how = self
-                    .schema
-                    .key(&path)
-                    .map(|k| k.how_to_set(&self.schema.prefix))
-                    .unwrap_or_default();
+                let how = self.schema.how_to_set(&path);
                 self.report.error(
                     Some(&path),
                     None,
@@ -322,13 +324,7 @@ impl Validator<'_> {
     }
 
     fn record(&mut self, severity: Severity, key: &str, message: String) {
-        let path = self
-            .path
-            .iter()
-            .copied()
-            .chain([key])
-            .collect::<Vec<_>>()
-            .join(".");
+        let path = dotted(&self.path, key);
         let source: Option<Source> = self.values.get(&path).map(|r| r.source.clone());
         self.report
             .push(severity, Some(&path), source.as_ref(), message);
