@@ -265,50 +265,37 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
         },
     ));
 
-    let constraints: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let constraints =
         "SELECT c.relname::text, con.conname::text, pg_get_constraintdef(con.oid, true)
          FROM pg_constraint con
          JOIN pg_class c ON c.oid = con.conrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE {OUR_TABLES}"
-    )))
-    .bind(HISTORY_TABLE)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(DbError::query(context))?;
-    catalog.extend(
-        constraints
-            .into_iter()
-            .map(|(table, name, definition)| CatalogEntry {
-                table,
-                kind: ObjectKind::Constraint,
-                name,
-                definition,
-            }),
-    );
-
-    let indexes: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT c.relname::text, i.relname::text, pg_get_indexdef(i.oid)
+         JOIN pg_namespace n ON n.oid = c.relnamespace";
+    let indexes = "SELECT c.relname::text, i.relname::text, pg_get_indexdef(i.oid)
          FROM pg_index x
          JOIN pg_class i ON i.oid = x.indexrelid
          JOIN pg_class c ON c.oid = x.indrelid
-         JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE {OUR_TABLES}"
-    )))
-    .bind(HISTORY_TABLE)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(DbError::query(context))?;
-    catalog.extend(
-        indexes
-            .into_iter()
-            .map(|(table, name, definition)| CatalogEntry {
-                table,
-                kind: ObjectKind::Index,
-                name,
-                definition,
-            }),
-    );
+         JOIN pg_namespace n ON n.oid = c.relnamespace";
+    for (select, kind) in [
+        (constraints, ObjectKind::Constraint),
+        (indexes, ObjectKind::Index),
+    ] {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{select}\n         WHERE {OUR_TABLES}"
+        )))
+        .bind(HISTORY_TABLE)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(DbError::query(context))?;
+        catalog.extend(
+            rows.into_iter()
+                .map(|(table, name, definition)| CatalogEntry {
+                    table,
+                    kind,
+                    name,
+                    definition,
+                }),
+        );
+    }
 
     Ok(catalog)
 }

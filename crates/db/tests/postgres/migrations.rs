@@ -52,31 +52,22 @@ async fn the_schema_does_what_the_server_relies_on() {
     .await
     .expect("mixed-language full-text search with the simple configuration");
     assert_eq!(found, id);
-    let bad_speaker = sqlx::query(
-        "INSERT INTO l0_raw (session_id, speaker, content) VALUES ('s1', 'robot', 'x')",
-    )
-    .execute(&pool)
-    .await;
-    assert!(
-        bad_speaker.is_err(),
-        "speaker outside user/assistant/system/tool must be rejected"
-    );
-    let empty_session =
-        sqlx::query("INSERT INTO l0_raw (session_id, speaker, content) VALUES ('', 'user', 'x')")
-            .execute(&pool)
-            .await;
-    assert!(
-        empty_session.is_err(),
-        "an empty session id must be rejected"
-    );
-    let bad_importance =
-        sqlx::query("INSERT INTO l2_insights (content, importance) VALUES ('x', 1.5)")
-            .execute(&pool)
-            .await;
-    assert!(
-        bad_importance.is_err(),
-        "importance above 1 must be rejected"
-    );
+    for (insert, why) in [
+        (
+            "INSERT INTO l0_raw (session_id, speaker, content) VALUES ('s1', 'robot', 'x')",
+            "speaker outside user/assistant/system/tool must be rejected",
+        ),
+        (
+            "INSERT INTO l0_raw (session_id, speaker, content) VALUES ('', 'user', 'x')",
+            "an empty session id must be rejected",
+        ),
+        (
+            "INSERT INTO l2_insights (content, importance) VALUES ('x', 1.5)",
+            "importance above 1 must be rejected",
+        ),
+    ] {
+        assert!(sqlx::query(insert).execute(&pool).await.is_err(), "{why}");
+    }
     let derived: i64 = sqlx::query_scalar(
         "INSERT INTO l2_insights (content, source_ids) VALUES ('likes coffee', ARRAY[$1]) RETURNING id",
     )
