@@ -31,6 +31,21 @@ impl RawValue {
             RawValue::Null => "null",
         }
     }
+
+    /// Whether both hold the same value (to tell which keys a reload changed, without printing).
+    pub fn same_as(&self, other: &RawValue) -> bool {
+        match (self, other) {
+            (RawValue::Text(a), RawValue::Text(b)) => a.expose_secret() == b.expose_secret(),
+            (RawValue::List(a), RawValue::List(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(a, b)| a.expose_secret() == b.expose_secret())
+            }
+            (RawValue::Null, RawValue::Null) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What kind of value a key takes, for messages, `explain`, the template and the reference docs.

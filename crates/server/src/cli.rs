@@ -1,10 +1,11 @@
 //! Command-line interface of `cognitive-memory-mcp`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::ConfigSource;
+use crate::config::{ConfigSource, Transport};
 
 /// Cognitive memory MCP server: stores dialogue and insights in PostgreSQL and serves them to MCP
 /// clients, with strictly separated development, test, staging and production environments.
@@ -35,6 +36,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the MCP server: over HTTP as a daemon (systemd Type=notify), or over stdio for a
+    /// client that launches it.
+    ///
+    /// Start-up: configuration (exit 78 on errors) → database, waiting up to
+    /// database.connect_wait_secs (exit 75 if it stays unreachable) → environment stamp and
+    /// migrations (exit 78 on a mismatch or pending migrations without database.auto_migrate) →
+    /// listener → READY=1. SIGTERM/SIGINT drain in-flight requests for up to
+    /// server.shutdown_grace_secs and exit 0; SIGHUP reloads the log level, payload logging and
+    /// rate limit.
+    Serve(ServeArgs),
     /// Inspect the configuration of the selected environment.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -43,6 +54,17 @@ pub enum Command {
     /// The database must be stamped for the selected environment (exit 78 otherwise). A brand-new,
     /// empty database is stamped with --stamp.
     Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Transport to serve; defaults to server.transport (http).
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+    /// Address and port for HTTP; defaults to server.http.bind (127.0.0.1:8765). Port 0 picks a
+    /// free port (printed in the log and STATUS=).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -7,10 +7,12 @@ use config_core::EnvSnapshot;
 use crate::cli::{Cli, Command, ConfigCommand, MigrateArgs};
 use crate::config::{self, AppConfig};
 use crate::exit;
+use crate::serve::serve;
 
 /// Runs the parsed command line against the given process environment.
 pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
     match &cli.command {
+        Command::Serve(args) => serve(cli, args, env),
         Command::Config(command) => config_command(cli, command, env),
         Command::Migrate(args) => migrate(cli, args, env),
     }
@@ -38,7 +40,10 @@ pub fn db_exit_code(err: &db::DbError) -> u8 {
 }
 
 /// Loads the configuration, printing warnings, or prints every problem and returns exit 78.
-fn load_or_report(cli: &Cli, env: &EnvSnapshot) -> Result<config_core::Loaded<AppConfig>, u8> {
+pub(crate) fn load_or_report(
+    cli: &Cli,
+    env: &EnvSnapshot,
+) -> Result<config_core::Loaded<AppConfig>, u8> {
     match config::load(&cli.config_source(), env) {
         Ok(loaded) => {
             for warning in loaded.resolution.report.warnings() {

@@ -36,7 +36,7 @@ pub struct AppConfig {
     pub providers: ProvidersConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum, clap::ValueEnum)]
 pub enum Transport {
     /// JSON-RPC over stdin/stdout, for clients that launch the binary.
     Stdio,
@@ -72,6 +72,10 @@ pub struct HttpConfig {
     /// Browser origins allowed to call `/mcp`; a request with any other `Origin` header gets 403.
     #[config(default = "[]")]
     pub allowed_origins: Vec<String>,
+    /// Host names clients may use to reach `/mcp` besides loopback and the bind address (a guard
+    /// against DNS rebinding; a request with any other `Host` header is refused).
+    #[config(default = "[]")]
+    pub allowed_hosts: Vec<String>,
     /// Largest accepted request body in bytes (413 above it).
     #[config(default = "1048576")]
     pub max_body_bytes: usize,
@@ -164,7 +168,20 @@ const MIN_TOKEN_CHARS: usize = 16;
 
 fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
     let env = v.environment();
-    if server.auth.required {
+    if !server.auth.required {
+        if env.is_strict() {
+            v.error(
+                "auth.required",
+                format!("authentication cannot be disabled in {env}"),
+            );
+        } else if !server.http.bind.ip().is_loopback() {
+            v.error(
+                "auth.required",
+                format!("authentication cannot be disabled while server.http.bind ({}) is not a loopback address", server.http.bind),
+            );
+        }
+    } else if server.transport == Transport::Http {
+        // Over stdio the client launched us: there is no HTTP request to authenticate.
         match &server.auth.token {
             None => v.error("auth.token", "required while server.auth.required is true; set MCP_AUTH_TOKEN, MCP_AUTH_TOKEN_FILE or credential mcp-auth-token"),
             Some(token) if token.expose_secret().chars().count() < MIN_TOKEN_CHARS => {
@@ -172,16 +189,6 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
             }
             Some(_) => {}
         }
-    } else if env.is_strict() {
-        v.error(
-            "auth.required",
-            format!("authentication cannot be disabled in {env}"),
-        );
-    } else if !server.http.bind.ip().is_loopback() {
-        v.error(
-            "auth.required",
-            format!("authentication cannot be disabled while server.http.bind ({}) is not a loopback address", server.http.bind),
-        );
     }
     if env == config_core::Environment::Production
         && server.http.allowed_origins.iter().any(|o| o.trim() == "*")

@@ -1,9 +1,18 @@
 //! The `cognitive-memory-mcp` daemon as a library: its configuration schema, command-line
-//! interface and commands. The binary in `main.rs` only maps their results to exit codes.
+//! interface, commands, MCP server, HTTP surface and lifecycle. The binary in `main.rs` only maps their results to exit codes.
 
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod mcp;
+pub mod memory;
+pub mod serve;
 
 /// Process exit codes (sysexits.h where one fits), relied on by the systemd unit
 /// (`RestartPreventExitStatus=78`).

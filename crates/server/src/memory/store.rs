@@ -1,0 +1,523 @@
+//! [`MemoryStore`]: one method per memory tool, each a few statements of SQL.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde_json::{Map, Value};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::params::{ForgetTarget, resolve_limit};
+use super::{
+    Forget, ForgetReport, GetSession, Hit, Insight, ItemLayer, ItemRef, Layer, MemoryError,
+    MemoryLimits, SearchMemory, SearchResults, SessionPage, Speaker, StoreInsight,
+    StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn, Turn,
+};
+
+/// A timestamp column as RFC 3339 text in UTC with microseconds (sqlx has no time types here).
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        )
+    };
+}
+
+/// `ts_rank_cd` normalisation: 1 divides by 1 + log(document length), so long turns do not win
+/// by length alone; 32 maps the rank into 0..1 as rank / (rank + 1).
+macro_rules! rank {
+    ($tsv:literal) => {
+        concat!("ts_rank_cd(", $tsv, ", q.q, 33)::float8")
+    };
+}
+
+/// The search query, parsed once. Materialised so every layer's scan and every headline uses
+/// the one parsed value, also in a generic plan. `querytree` is `T` for a query without any
+/// indexable (positive) word, such as `-word` alone: such a query would read the whole index,
+/// so it finds nothing here and [`MemoryStore::search`] explains why.
+macro_rules! query_cte {
+    () => {
+        "WITH q AS MATERIALIZED (
+            SELECT websearch_to_tsquery('simple', $1) AS q
+         ) "
+    };
+}
+
+/// The best `$2` raw turns, ranked without touching their content; `$filter` may add a
+/// session condition on `$3`.
+macro_rules! raw_ranked {
+    ($filter:literal) => {
+        concat!(
+            "raw AS (
+                SELECT 'raw'::text AS layer, r.id, ",
+            rank!("r.content_tsv"),
+            " AS score, r.created_at
+                FROM q CROSS JOIN l0_raw r
+                WHERE r.content_tsv @@ q.q AND querytree(q.q) <> 'T' ",
+            $filter,
+            "
+                ORDER BY score DESC, r.created_at DESC, r.id DESC
+                LIMIT $2
+            )"
+        )
+    };
+}
+
+/// The best `$2` insights, ranked without touching their content.
+macro_rules! insights_ranked {
+    () => {
+        concat!(
+            "ins AS (
+                SELECT 'insight'::text AS layer, i.id, ",
+            rank!("i.content_tsv"),
+            " AS score, i.created_at
+                FROM q CROSS JOIN l2_insights i
+                WHERE i.content_tsv @@ q.q AND querytree(q.q) <> 'T'
+                ORDER BY score DESC, i.created_at DESC, i.id DESC
+                LIMIT $2
+            )"
+        )
+    };
+}
+
+/// Headlines for the top `$2` of the ranked rows in `$sources` only (`ts_headline` re-parses
+/// the whole content, so it must not run for every match). Ties: newest first.
+macro_rules! search_sql {
+    ($($cte:expr),+ ; $sources:literal) => {
+        concat!(
+            query_cte!(),
+            $(", ", $cte,)+
+            ", top AS (",
+            $sources,
+            " ORDER BY score DESC, created_at DESC, layer DESC, id DESC LIMIT $2
+            )
+            SELECT t.layer, t.id,
+                   ts_headline('simple', coalesce(r.content, i.content), q.q,
+                               'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=**, StopSel=**') AS snippet,
+                   t.score, ",
+            rfc3339!("t.created_at"),
+            " AS created_at, r.session_id
+            FROM top t
+            CROSS JOIN q
+            LEFT JOIN l0_raw r ON t.layer = 'raw' AND r.id = t.id
+            LEFT JOIN l2_insights i ON t.layer = 'insight' AND i.id = t.id
+            ORDER BY t.score DESC, t.created_at DESC, t.layer DESC, t.id DESC"
+        )
+    };
+}
+
+const SEARCH_RAW: &str = search_sql!(raw_ranked!(""); "SELECT * FROM raw");
+const SEARCH_RAW_SESSION: &str =
+    search_sql!(raw_ranked!("AND r.session_id = $3"); "SELECT * FROM raw");
+const SEARCH_INSIGHTS: &str = search_sql!(insights_ranked!(); "SELECT * FROM ins");
+const SEARCH_ALL: &str = search_sql!(
+    raw_ranked!(""), insights_ranked!();
+    "SELECT * FROM raw UNION ALL SELECT * FROM ins"
+);
+const SEARCH_ALL_SESSION: &str = search_sql!(
+    raw_ranked!("AND r.session_id = $3"), insights_ranked!();
+    "SELECT * FROM raw UNION ALL SELECT * FROM ins"
+);
+
+/// Why a search found nothing: an empty query (no words at all) or one with only excluded words.
+const QUERY_SHAPE: &str = "SELECT numnode(q) = 0 AS empty, querytree(q) = 'T' AS unindexable
+     FROM websearch_to_tsquery('simple', $1) AS q";
+
+const INSERT_RAW: &str = concat!(
+    "INSERT INTO l0_raw (session_id, speaker, content, metadata)
+     VALUES ($1, $2, $3, $4::text::jsonb)
+     RETURNING id, session_id, ",
+    rfc3339!("created_at"),
+    " AS created_at"
+);
+
+/// The cited ids that name no raw turn, each once, ascending. The turns that do exist are
+/// locked `FOR KEY SHARE` until the insight commits, so a concurrent `forget` either waits for
+/// the insight (and then unlinks it) or has already deleted them (and they are reported here).
+const MISSING_SOURCES: &str = "WITH locked AS (
+         SELECT id FROM l0_raw WHERE id = ANY($1::bigint[]) FOR KEY SHARE
+     )
+     SELECT s.id FROM unnest($1::bigint[]) AS s(id)
+     EXCEPT
+     SELECT id FROM locked
+     ORDER BY 1";
+
+const INSERT_INSIGHT: &str = concat!(
+    "INSERT INTO l2_insights (content, source_ids, tags, importance)
+     VALUES ($1, $2::bigint[], $3::text[], $4::real)
+     RETURNING id, ",
+    rfc3339!("created_at"),
+    " AS created_at"
+);
+
+/// The newest `$3` turns of session `$1` below id `$2`, newest first (read through the
+/// `(session_id, id)` index backwards).
+const SESSION_PAGE: &str = concat!(
+    "SELECT id, speaker, content, metadata::text AS metadata, ",
+    rfc3339!("created_at"),
+    " AS created_at
+     FROM l0_raw
+     WHERE session_id = $1 AND id < $2
+     ORDER BY id DESC
+     LIMIT $3"
+);
+
+const DELETE_SESSION: &str = "DELETE FROM l0_raw WHERE session_id = $1 RETURNING id";
+const DELETE_RAW: &str = "DELETE FROM l0_raw WHERE id = ANY($1::bigint[]) RETURNING id";
+const DELETE_INSIGHTS: &str = "DELETE FROM l2_insights WHERE id = ANY($1::bigint[]) RETURNING id";
+
+/// Removes the deleted turns `$1` from every insight citing one (found through the GIN index on
+/// `source_ids`). The kept ids are those whose turn still exists, in their order: one primary
+/// key probe per cited id, however many turns were deleted. That is the same as removing `$1`,
+/// since `store_insight` only stores ids of existing turns and every deletion unlinks them.
+/// It must be a statement of its own after the deletion: under READ COMMITTED it then sees
+/// insights committed by transactions the deletion waited for.
+const UNLINK: &str = "UPDATE l2_insights AS i
+     SET source_ids = ARRAY(
+         SELECT s.id
+         FROM unnest(i.source_ids) WITH ORDINALITY AS s(id, n)
+         WHERE EXISTS (SELECT 1 FROM l0_raw r WHERE r.id = s.id)
+         ORDER BY s.n
+     )
+     WHERE i.source_ids && $1::bigint[]
+     RETURNING i.id";
+
+const STATUS: &str = "SELECT current_database()::text AS database,
+            to_regclass('refinery_schema_history') IS NOT NULL AS has_history,
+            (SELECT count(*) FROM l0_raw) AS raw_turns,
+            (SELECT count(*) FROM l2_insights) AS insights";
+
+const SCHEMA_VERSION: &str = "SELECT max(version) FROM refinery_schema_history";
+
+/// Newest first by id, which is the order of storing (the identity column only grows); the
+/// primary key index serves it, so no index on `created_at` is needed.
+const RECENT_INSIGHTS: &str = concat!(
+    "SELECT id, content, source_ids, tags, importance::float8 AS importance, ",
+    rfc3339!("created_at"),
+    " AS created_at
+     FROM l2_insights
+     ORDER BY id DESC
+     LIMIT $1"
+);
+
+/// The memory tools over one PostgreSQL pool. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct MemoryStore {
+    pool: PgPool,
+    limits: MemoryLimits,
+}
+
+/// Shows the limits and pool occupancy, never connection options (they hold the password).
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("limits", &self.limits)
+            .field("pool_size", &self.pool.size())
+            .field("pool_idle", &self.pool.num_idle())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    pub fn new(pool: PgPool, limits: MemoryLimits) -> Self {
+        MemoryStore { pool, limits }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn limits(&self) -> &MemoryLimits {
+        &self.limits
+    }
+
+    /// Store one dialogue turn (one statement, committed on return).
+    pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
+        let metadata = p.validate(&self.limits)?;
+        let row = sqlx::query(INSERT_RAW)
+            .bind(&p.session_id)
+            .bind(p.speaker.as_str())
+            .bind(&p.content)
+            .bind(metadata)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(StoredTurn {
+            id: row.try_get("id")?,
+            session_id: row.try_get("session_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// Store an insight. Its `source_ids` are checked and the cited turns locked in the same
+    /// transaction as the insert; any unknown id fails the call with
+    /// [`MemoryError::UnknownSources`] and nothing is stored.
+    pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
+        let insight = p.validate(&self.limits)?;
+        let mut tx = self.pool.begin().await?;
+        if !insight.source_ids.is_empty() {
+            let missing: Vec<i64> = sqlx::query_scalar(MISSING_SOURCES)
+                .bind(&insight.source_ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !missing.is_empty() {
+                tx.rollback().await?;
+                return Err(MemoryError::UnknownSources(missing));
+            }
+        }
+        let row = sqlx::query(INSERT_INSIGHT)
+            .bind(&insight.content)
+            .bind(&insight.source_ids)
+            .bind(&insight.tags)
+            .bind(insight.importance)
+            .fetch_one(&mut *tx)
+            .await?;
+        let stored = StoredInsight {
+            id: row.try_get("id")?,
+            created_at: row.try_get("created_at")?,
+        };
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Full-text search (PostgreSQL `websearch_to_tsquery` with the `simple` configuration, over
+    /// the GIN-indexed `content_tsv` columns), best first; ties newest first.
+    ///
+    /// Each layer ranks its matches and keeps its best `limit`; with layer `all` the two lists
+    /// are merged by score and cut to `limit`. Snippets are computed for those rows only.
+    /// With `session_id`, raw turns are filtered to that session; insights are not (see
+    /// [`SearchMemory`]). A query without any word (only punctuation) finds nothing; one with
+    /// only excluded words (`-word`) is [`MemoryError::Invalid`].
+    pub async fn search(&self, p: SearchMemory) -> Result<SearchResults, MemoryError> {
+        let (layer, limit) = p.validate(&self.limits)?;
+        let sql = match (layer, p.session_id.is_some()) {
+            (Layer::Raw, false) => SEARCH_RAW,
+            (Layer::Raw, true) => SEARCH_RAW_SESSION,
+            (Layer::Insights, _) => SEARCH_INSIGHTS,
+            (Layer::All, false) => SEARCH_ALL,
+            (Layer::All, true) => SEARCH_ALL_SESSION,
+        };
+        let mut query = sqlx::query(sql).bind(&p.query).bind(i64::from(limit));
+        if let Some(session_id) = &p.session_id {
+            query = query.bind(session_id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        if rows.is_empty() {
+            self.explain_no_hits(&p.query).await?;
+        }
+        let hits = rows.iter().map(hit).collect::<Result<_, sqlx::Error>>()?;
+        Ok(SearchResults { hits })
+    }
+
+    /// After a search without hits: an error if the query could never match.
+    async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
+        let row = sqlx::query(QUERY_SHAPE)
+            .bind(query)
+            .fetch_one(&self.pool)
+            .await?;
+        let empty: bool = row.try_get("empty")?;
+        let unindexable: bool = row.try_get("unindexable")?;
+        if !empty && unindexable {
+            return Err(MemoryError::invalid(
+                "query",
+                "needs at least one word that is not excluded: a query of only -word terms \
+                 would match almost everything",
+            ));
+        }
+        Ok(())
+    }
+
+    /// One page of a session's turns in chronological order: the newest `limit` turns with an
+    /// id below `before_id` (or overall). `next_before_id` is the smallest id returned when
+    /// older turns exist. An unknown session yields an empty page.
+    pub async fn get_session(&self, p: GetSession) -> Result<SessionPage, MemoryError> {
+        let limit = usize::try_from(p.validate(&self.limits)?).unwrap_or(usize::MAX);
+        let before_id = p.before_id.unwrap_or(i64::MAX);
+        // One more than asked for tells whether older turns exist.
+        let rows = sqlx::query(SESSION_PAGE)
+            .bind(&p.session_id)
+            .bind(before_id)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+            .fetch_all(&self.pool)
+            .await?;
+        let more = rows.len() > limit;
+        let mut turns = rows
+            .iter()
+            .take(limit)
+            .map(turn)
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        turns.reverse();
+        let next_before_id = if more {
+            turns.first().map(|t| t.id)
+        } else {
+            None
+        };
+        Ok(SessionPage {
+            session_id: p.session_id,
+            turns,
+            next_before_id,
+        })
+    }
+
+    /// Delete a session's raw turns, or listed raw turns and insights, in one transaction, and
+    /// remove the deleted turns from the `source_ids` of the insights citing them. See
+    /// [`Forget`] for exactly what is erased and what is kept.
+    pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
+        let target = p.validate()?;
+        let mut tx = self.pool.begin().await?;
+        let mut not_found = Vec::new();
+        let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
+            ForgetTarget::Session(session_id) => {
+                let raw = sqlx::query_scalar(DELETE_SESSION)
+                    .bind(session_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                (raw, Vec::new())
+            }
+            ForgetTarget::Items(items) => {
+                let ids_of = |layer| -> Vec<i64> {
+                    items
+                        .iter()
+                        .filter(|item| item.layer == layer)
+                        .map(|item| item.id)
+                        .collect()
+                };
+                let (raw_ids, insight_ids) = (ids_of(ItemLayer::Raw), ids_of(ItemLayer::Insight));
+                // Insights first, so a listed insight is counted as deleted, not as unlinked.
+                let insights: Vec<i64> = if insight_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query_scalar(DELETE_INSIGHTS)
+                        .bind(&insight_ids)
+                        .fetch_all(&mut *tx)
+                        .await?
+                };
+                let raw: Vec<i64> = if raw_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query_scalar(DELETE_RAW)
+                        .bind(&raw_ids)
+                        .fetch_all(&mut *tx)
+                        .await?
+                };
+                let deleted_raw: HashSet<i64> = raw.iter().copied().collect();
+                let deleted_insights: HashSet<i64> = insights.iter().copied().collect();
+                not_found = items
+                    .iter()
+                    .filter(|item| match item.layer {
+                        ItemLayer::Raw => !deleted_raw.contains(&item.id),
+                        ItemLayer::Insight => !deleted_insights.contains(&item.id),
+                    })
+                    .copied()
+                    .collect::<Vec<ItemRef>>();
+                (raw, insights)
+            }
+        };
+        let mut unlinked: Vec<i64> = if raw_deleted.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(UNLINK)
+                .bind(&raw_deleted)
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        tx.commit().await?;
+        unlinked.sort_unstable();
+        Ok(ForgetReport {
+            raw_deleted: count(raw_deleted.len()),
+            insights_deleted: count(insights_deleted.len()),
+            insights_unlinked: count(unlinked.len()),
+            unlinked_insight_ids: unlinked,
+            not_found,
+        })
+    }
+
+    /// The database's name, the newest applied migration and the number of stored items.
+    /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
+    /// for a status tool, too heavy for a liveness probe.
+    pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
+        let row = sqlx::query(STATUS).fetch_one(&self.pool).await?;
+        let has_history: bool = row.try_get("has_history")?;
+        let schema_version = if has_history {
+            sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
+                .fetch_one(&self.pool)
+                .await?
+        } else {
+            None
+        };
+        let raw_turns: i64 = row.try_get("raw_turns")?;
+        let insights: i64 = row.try_get("insights")?;
+        Ok(StoreStatus {
+            database: row.try_get("database")?,
+            schema_version,
+            raw_turns: u64::try_from(raw_turns).unwrap_or_default(),
+            insights: u64::try_from(insights).unwrap_or_default(),
+        })
+    }
+
+    /// The `limit` most recently stored insights, newest first. `limit` must be from 1 to the
+    /// configured maximum.
+    pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
+        let limit = resolve_limit(Some(limit), &self.limits)?;
+        let rows = sqlx::query(RECENT_INSIGHTS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(insight)
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn hit(row: &PgRow) -> Result<Hit, sqlx::Error> {
+    let layer: String = row.try_get("layer")?;
+    let layer = match layer.as_str() {
+        "raw" => ItemLayer::Raw,
+        "insight" => ItemLayer::Insight,
+        _ => return Err(decode_error("unexpected layer in a search result")),
+    };
+    Ok(Hit {
+        layer,
+        id: row.try_get("id")?,
+        snippet: row.try_get("snippet")?,
+        score: row.try_get("score")?,
+        created_at: row.try_get("created_at")?,
+        session_id: row.try_get("session_id")?,
+    })
+}
+
+fn turn(row: &PgRow) -> Result<Turn, sqlx::Error> {
+    let speaker: String = row.try_get("speaker")?;
+    let metadata: String = row.try_get("metadata")?;
+    Ok(Turn {
+        id: row.try_get("id")?,
+        speaker: Speaker::from_db(&speaker)
+            .ok_or_else(|| decode_error("unexpected speaker in l0_raw"))?,
+        content: row.try_get("content")?,
+        // The error would quote the text: replace it.
+        metadata: serde_json::from_str::<Map<String, Value>>(&metadata)
+            .map_err(|_| decode_error("l0_raw.metadata is not a JSON object"))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn insight(row: &PgRow) -> Result<Insight, sqlx::Error> {
+    Ok(Insight {
+        id: row.try_get("id")?,
+        content: row.try_get("content")?,
+        source_ids: row.try_get("source_ids")?,
+        tags: row.try_get("tags")?,
+        importance: row.try_get("importance")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn decode_error(what: &'static str) -> sqlx::Error {
+    sqlx::Error::Decode(what.into())
+}

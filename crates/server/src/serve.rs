@@ -1,0 +1,532 @@
+//! `cognitive-memory-mcp serve`: the daemon's life from configuration to exit code.
+//!
+//! Start-up follows docs/architecture.md step by step: configuration (78) → logging → database
+//! with a bounded wait and `EXTEND_TIMEOUT_USEC` (75) → environment stamp (78) → migrations
+//! (auto, or 78 when pending) → listener → `READY=1`. Then a probe-gated watchdog heartbeat, a
+//! database monitor, SIGHUP reloads, and on SIGTERM/SIGINT `STOPPING=1` and a bounded drain.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use config_core::{EnvSnapshot, Environment, EnvironmentSource, Loaded, Resolution};
+use secrecy::ExposeSecret;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use watchdog::{BeatOutcome, HeartbeatOptions, Notifier};
+
+use crate::app::AppState;
+use crate::cli::{Cli, ServeArgs};
+use crate::commands::{db_exit_code, load_or_report};
+use crate::config::{self, AppConfig, ConfigSource, Transport};
+use crate::exit;
+use crate::health::{self, Health};
+use crate::http::{self, Guard};
+use crate::logging::{self, LogHandle};
+use crate::mcp::MemoryServer;
+use crate::memory::{MemoryLimits, MemoryStore};
+
+/// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
+const EXTEND_SLACK: Duration = Duration::from_secs(10);
+/// Longest wait for the pool's connections to close after the drain.
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keys SIGHUP applies without a restart; any other changed key is reported as needing one.
+const LIVE_KEYS: [&str; 3] = [
+    "logging.level",
+    "logging.log_payloads",
+    "server.rate_limit.requests_per_minute",
+];
+
+/// Runs the daemon until it is told to stop; returns the exit code.
+pub fn serve(cli: &Cli, args: &ServeArgs, env: &EnvSnapshot) -> u8 {
+    let env = with_flags(env, args);
+    let Loaded {
+        config: app_config,
+        resolution,
+    } = match load_or_report(cli, &env) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let log = logging::init(&app_config.logging, resolution.environment);
+    announce(&resolution, &app_config, &log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the async runtime: {err}");
+            return exit::FAILURE;
+        }
+    };
+    let daemon = Daemon {
+        config: app_config,
+        values: resolution.values,
+        environment: resolution.environment,
+        source: cli.config_source(),
+        args: args.clone(),
+        log,
+        notifier: Notifier::systemd(),
+    };
+    let code = runtime.block_on(daemon.run(&env));
+    // Tasks still blocked (a stalled test runtime) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// `--transport` and `--bind` act as the highest-priority variables, so validation sees them (a
+/// stdio server needs no token; a non-loopback bind needs authentication) and a reload keeps them.
+fn with_flags(env: &EnvSnapshot, args: &ServeArgs) -> EnvSnapshot {
+    let transport = args.transport.map(|transport| match transport {
+        Transport::Stdio => "stdio",
+        Transport::Http => "http",
+    });
+    let flags = [
+        ("COGMEM__SERVER__TRANSPORT", transport.map(str::to_owned)),
+        (
+            "COGMEM__SERVER__HTTP__BIND",
+            args.bind.map(|bind| bind.to_string()),
+        ),
+    ];
+    env.iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .chain(
+            flags
+                .into_iter()
+                .filter_map(|(name, value)| Some((name.to_owned(), value?))),
+        )
+        .collect()
+}
+
+/// The first log lines: which environment, files, database and transport this process uses.
+fn announce(resolution: &Resolution, config: &AppConfig, log: &LogHandle) {
+    let environment = resolution.environment;
+    tracing::info!(
+        environment = environment.as_str(),
+        chosen_by = %resolution.environment_source,
+        version = env!("CARGO_PKG_VERSION"),
+        log_output = %log.output(),
+        "starting cognitive-memory-mcp in {environment}"
+    );
+    if resolution.environment_source == EnvironmentSource::Default {
+        tracing::warn!(
+            "no --env flag or ENVIRONMENT variable: assuming development; set ENVIRONMENT=production on servers"
+        );
+    }
+    let files: Vec<String> = resolution
+        .files
+        .iter()
+        .filter(|file| file.present)
+        .map(|file| file.path.display().to_string())
+        .collect();
+    tracing::info!(files = %files.join(", "), "configuration read");
+    tracing::info!(
+        database = %config_core::redact_url(config.database.url.expose_secret()),
+        transport = ?config.server.transport,
+        "using this database and transport"
+    );
+}
+
+struct Daemon {
+    config: AppConfig,
+    /// The effective configuration values, to tell what a reload changed.
+    values: BTreeMap<String, config_core::Resolved>,
+    environment: Environment,
+    source: ConfigSource,
+    /// The command-line flags, applied again on reload.
+    args: ServeArgs,
+    log: LogHandle,
+    notifier: Notifier,
+}
+
+/// What serves requests: an HTTP listener or the stdio session.
+enum Serving {
+    Http(JoinHandle<std::io::Result<()>>),
+    Stdio(JoinHandle<Result<(), String>>),
+}
+
+impl Serving {
+    /// Resolves when the transport ends on its own: stdin closed (exit 0) or the listener failed.
+    async fn ended(&mut self) -> u8 {
+        let outcome = match self {
+            Serving::Http(task) => match task.await {
+                Ok(Ok(())) => Err("the HTTP listener stopped unexpectedly".to_owned()),
+                Ok(Err(err)) => Err(format!("the HTTP listener failed: {err}")),
+                Err(err) => Err(format!("the HTTP listener crashed: {err}")),
+            },
+            Serving::Stdio(task) => match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(err),
+                Err(err) => Err(format!("the stdio session crashed: {err}")),
+            },
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!("stdin closed: stopping");
+                exit::OK
+            }
+            Err(err) => {
+                tracing::error!("{err}");
+                exit::FAILURE
+            }
+        }
+    }
+
+    /// Waits up to `grace` for in-flight requests after the stop signal.
+    async fn drain(self, grace: Duration) -> bool {
+        match self {
+            Serving::Http(task) => tokio::time::timeout(grace, task).await.is_ok(),
+            Serving::Stdio(task) => tokio::time::timeout(grace, task).await.is_ok(),
+        }
+    }
+}
+
+/// Why the daemon stops.
+struct Stop {
+    code: u8,
+    /// The transport already ended, so there is nothing to drain.
+    transport_ended: bool,
+}
+
+impl Daemon {
+    async fn run(mut self, env: &EnvSnapshot) -> u8 {
+        let environment = self.environment;
+        let notifier = self.notifier.clone();
+        let _ = notifier.status("connecting to the database");
+        let connected = db::connect(&self.config.database, |progress| {
+            tracing::warn!("{progress}");
+            let _ = notifier.extend_timeout(progress.next_delay + EXTEND_SLACK);
+            let _ = notifier.status(&format!(
+                "waiting for the database (attempt {})",
+                progress.attempt
+            ));
+        })
+        .await;
+        let pool = match connected {
+            Ok(pool) => pool,
+            Err(err) => return refuse(&err, environment),
+        };
+        if let Err(err) = prepare_schema(&pool, &self.config, environment).await {
+            pool.close().await;
+            return err;
+        }
+        let database = current_database(&pool).await;
+
+        let health = Arc::new(Health::new(environment));
+        let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory));
+        let app = Arc::new(AppState::new(
+            environment,
+            store,
+            health.clone(),
+            self.config.logging.log_payloads,
+        ));
+        let guard = Arc::new(Guard::new(&self.config.server));
+        let stop = CancellationToken::new();
+        // rmcp's own token: cancelled only after the drain, so in-flight calls can finish.
+        let mcp_stop = CancellationToken::new();
+        let router = http::router(
+            app.clone(),
+            guard.clone(),
+            &self.config.server,
+            mcp_stop.clone(),
+        );
+
+        let (mut serving, serving_at) = match self.config.server.transport {
+            Transport::Http => {
+                let bind = self.config.server.http.bind;
+                let listener = match tokio::net::TcpListener::bind(bind).await {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        tracing::error!("cannot listen on {bind}: {err}");
+                        pool.close().await;
+                        return exit::FAILURE;
+                    }
+                };
+                let address = listener.local_addr().unwrap_or(bind);
+                let service = router
+                    .clone()
+                    .into_make_service_with_connect_info::<SocketAddr>();
+                let stop = stop.clone();
+                let task = tokio::spawn(async move {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                });
+                (Serving::Http(task), format!("http://{address}/mcp"))
+            }
+            Transport::Stdio => {
+                let server = MemoryServer::new(app.clone());
+                let stop = stop.clone();
+                let task = tokio::spawn(async move { serve_stdio(server, stop).await });
+                (Serving::Stdio(task), "stdio".to_owned())
+            }
+        };
+
+        let ready_status = format!("{environment}: serving {serving_at}; database {database}");
+        let _ = notifier.ready(&ready_status);
+        tracing::info!(address = %serving_at, "ready: {ready_status}");
+
+        tokio::spawn(health::monitor(
+            health.clone(),
+            pool.clone(),
+            notifier.clone(),
+            ready_status.clone(),
+            stop.clone(),
+        ));
+        let (heartbeat_stop, heartbeat) = start_heartbeat(&notifier, &health, &router);
+        #[cfg(feature = "fault-injection")]
+        crate::fault::arm(env);
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = env;
+
+        let Stop {
+            code,
+            transport_ended,
+        } = self
+            .wait_for_stop(&mut serving, &app, &guard, &ready_status)
+            .await;
+
+        // Stop: tell systemd first, then stop accepting and drain.
+        let _ = notifier.stopping();
+        let _ = notifier.status("stopping: draining in-flight requests");
+        let _ = heartbeat_stop.send(true);
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat.await;
+        }
+        stop.cancel();
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        if transport_ended || serving.drain(grace).await {
+            tracing::info!("in-flight requests finished");
+        } else {
+            tracing::warn!(
+                "requests still running after server.shutdown_grace_secs ({}s); cutting them off",
+                grace.as_secs()
+            );
+        }
+        mcp_stop.cancel();
+        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database connections did not close within {POOL_CLOSE_TIMEOUT:?}");
+        }
+        tracing::info!(exit_code = code, "stopped");
+        code
+    }
+
+    /// Waits for SIGTERM/SIGINT or the end of the transport, handling SIGHUP meanwhile.
+    async fn wait_for_stop(
+        &mut self,
+        serving: &mut Serving,
+        app: &AppState,
+        guard: &Guard,
+        ready_status: &str,
+    ) -> Stop {
+        let stop = |code| Stop {
+            code,
+            transport_ended: false,
+        };
+        let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return stop(exit::FAILURE);
+        };
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM received: stopping");
+                    return stop(exit::OK);
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT received: stopping");
+                    return stop(exit::OK);
+                }
+                _ = hangup.recv() => self.reload(app, guard, ready_status),
+                code = serving.ended() => {
+                    return Stop { code, transport_ended: true };
+                }
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration, apply what can change live, report the rest.
+    fn reload(&mut self, app: &AppState, guard: &Guard, ready_status: &str) {
+        let _ = self.notifier.reloading();
+        match config::load(
+            &self.source,
+            &with_flags(&EnvSnapshot::from_process(), &self.args),
+        ) {
+            Err(failure) => tracing::error!(
+                "reload failed; the running configuration stays in effect:\n{}",
+                failure.report
+            ),
+            Ok(loaded) if loaded.resolution.environment != self.environment => tracing::error!(
+                "reload refused: it would switch from {} to {}; restart instead",
+                self.environment,
+                loaded.resolution.environment
+            ),
+            Ok(loaded) => {
+                let new = &loaded.config;
+                match self.log.apply(&new.logging) {
+                    Ok(()) => {}
+                    Err(err) => tracing::error!("{err}"),
+                }
+                app.set_log_payloads(new.logging.log_payloads);
+                guard
+                    .rate_limiter
+                    .set_per_minute(new.server.rate_limit.requests_per_minute);
+                let changed = changed_keys(&self.values, &loaded.resolution.values);
+                let (live, restart): (Vec<&str>, Vec<&str>) = changed
+                    .iter()
+                    .map(String::as_str)
+                    .partition(|key| LIVE_KEYS.contains(key));
+                tracing::info!(
+                    applied = %if live.is_empty() { "nothing changed".to_owned() } else { live.join(", ") },
+                    "configuration reloaded"
+                );
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        keys = %restart.join(", "),
+                        "changed keys take effect only after a restart"
+                    );
+                }
+                self.values = loaded.resolution.values;
+                self.config.logging = loaded.config.logging;
+                self.config.server.rate_limit = loaded.config.server.rate_limit;
+            }
+        }
+        let _ = self.notifier.ready(ready_status);
+    }
+}
+
+/// Stamp check and migrations; on failure the exit code (already logged).
+async fn prepare_schema(
+    pool: &sqlx::PgPool,
+    config: &AppConfig,
+    environment: Environment,
+) -> Result<(), u8> {
+    if let Err(err) = db::check_stamp(pool, environment).await {
+        return Err(refuse(&err, environment));
+    }
+    if config.database.auto_migrate {
+        match db::migrate(pool).await {
+            Ok(report) => tracing::info!("migrations: {report}"),
+            Err(err) => return Err(refuse(&err, environment)),
+        }
+    } else {
+        match db::pending(pool).await {
+            Ok(pending) if pending.is_empty() => {}
+            Ok(pending) => {
+                let names: Vec<String> = pending.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    "the database needs {} migration(s) ({}); database.auto_migrate is off in {environment}, so apply them with `cognitive-memory-mcp --env {environment} migrate`",
+                    pending.len(),
+                    names.join(", ")
+                );
+                return Err(exit::CONFIG);
+            }
+            Err(err) => return Err(refuse(&err, environment)),
+        }
+    }
+    Ok(())
+}
+
+/// Logs why the daemon cannot start and returns the exit code for it.
+fn refuse(err: &db::DbError, environment: Environment) -> u8 {
+    tracing::error!("cannot start: {err}");
+    if matches!(err, db::DbError::Unstamped { .. }) {
+        tracing::error!(
+            "a new, empty database is stamped with `cognitive-memory-mcp --env {environment} migrate --stamp`"
+        );
+    }
+    db_exit_code(err)
+}
+
+async fn current_database(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar::<_, String>("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|_| "(unknown)".to_owned())
+}
+
+async fn serve_stdio(server: MemoryServer, stop: CancellationToken) -> Result<(), String> {
+    use rmcp::ServiceExt;
+    let running = server
+        .serve_with_ct(rmcp::transport::stdio(), stop)
+        .await
+        .map_err(|err| format!("stdio session failed to start: {err}"))?;
+    running
+        .waiting()
+        .await
+        .map(|_| ())
+        .map_err(|err| format!("stdio session failed: {err}"))
+}
+
+/// Starts the watchdog heartbeat when systemd asked for one (`WATCHDOG_USEC`). The probe sends
+/// `GET /health` through the daemon's own router and requires the database monitor to have
+/// finished a check recently; a database outage does not fail it (the monitor still runs).
+fn start_heartbeat(
+    notifier: &Notifier,
+    health: &Arc<Health>,
+    router: &axum::Router,
+) -> (tokio::sync::watch::Sender<bool>, Option<JoinHandle<()>>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let Some(interval) = watchdog::watchdog_interval() else {
+        return (stop, None);
+    };
+    tracing::info!(interval = ?interval, "watchdog heartbeat enabled");
+    let health = health.clone();
+    let router = router.clone();
+    let probe = move || {
+        let health = health.clone();
+        let router = router.clone();
+        async move {
+            let request = axum::http::Request::get("/health")
+                .body(Body::empty())
+                .expect("a static request is valid");
+            let answered = router
+                .oneshot(request)
+                .await
+                .is_ok_and(|response| response.status().is_success());
+            answered && health.monitor_alive()
+        }
+    };
+    let on_beat = |outcome: BeatOutcome| match outcome {
+        BeatOutcome::Petted => {}
+        other => tracing::warn!(outcome = ?other, "watchdog not petted"),
+    };
+    let task = tokio::spawn(watchdog::heartbeat(
+        notifier.clone(),
+        HeartbeatOptions::new(interval),
+        probe,
+        on_beat,
+        stopped,
+    ));
+    (stop, Some(task))
+}
+
+/// Keys whose effective value differs between two resolutions (values are compared, not shown).
+fn changed_keys(
+    old: &BTreeMap<String, config_core::Resolved>,
+    new: &BTreeMap<String, config_core::Resolved>,
+) -> Vec<String> {
+    let mut keys: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|key| match (old.get(*key), new.get(*key)) {
+            (Some(a), Some(b)) => !a.value.same_as(&b.value),
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}

@@ -1,0 +1,284 @@
+//! The HTTP surface of the real daemon: MCP over streamable HTTP with a bearer token in both
+//! protocol eras, the guards (401, 403, 429, 413, 405), environment isolation and payload logging.
+
+#[path = "support/daemon.rs"]
+mod daemon;
+
+use std::time::Duration;
+
+use config_core::Environment;
+use daemon::{Launch, TOKEN, stamped_database};
+use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+type Client = RunningService<RoleClient, ()>;
+
+async fn mcp_client(base: &str, era: ProtocolVersion) -> Client {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(TOKEN),
+    );
+    if era == ProtocolVersion::V_2026_07_28 {
+        ().serve_with_lifecycle(
+            transport,
+            ClientLifecycleMode::Discover {
+                preferred_versions: vec![era],
+            },
+        )
+        .await
+        .unwrap()
+    } else {
+        ().serve(transport).await.unwrap()
+    }
+}
+
+async fn call(client: &Client, tool: &str, arguments: Value) -> Value {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments must be an object")
+    };
+    let result = client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
+        .await
+        .unwrap();
+    assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.content);
+    result.structured_content.unwrap()
+}
+
+/// A raw JSON-RPC POST to `/mcp` in the modern era.
+fn modern_post(client: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+}
+
+fn discover_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {}}}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tools_work_over_http_with_the_bearer_token_in_both_eras() {
+    let database = stamped_database(Environment::Test).await;
+    let mut daemon = Launch::http(&database.url).spawn();
+    let base = daemon.ready();
+    for era in [ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25] {
+        let client = mcp_client(&base, era.clone()).await;
+        assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+        let session = format!("http-{}", era.as_str());
+        call(
+            &client,
+            "store_raw_dialogue",
+            json!({"session_id": session, "speaker": "user", "content": "the quick brown fox"}),
+        )
+        .await;
+        let found = call(
+            &client,
+            "search_memory",
+            json!({"query": "brown fox", "session_id": session, "layer": "raw"}),
+        )
+        .await;
+        assert_eq!(
+            found["hits"].as_array().unwrap().len(),
+            1,
+            "{era:?}: {found}"
+        );
+        client.cancel().await.unwrap();
+    }
+    // Stateless: a restarted daemon serves the same client setup without a new handshake
+    // mattering; each request stands alone (no Mcp-Session-Id is handed out).
+    let response = modern_post(&reqwest::Client::new(), &base)
+        .bearer_auth(TOKEN)
+        .json(&discover_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    assert!(response.headers().get("x-request-id").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guards_answer_401_403_405_413_and_404() {
+    let database = stamped_database(Environment::Test).await;
+    let mut daemon = Launch::http(&database.url)
+        .env("COGMEM__SERVER__HTTP__MAX_BODY_BYTES", "4096")
+        .spawn();
+    let base = daemon.ready();
+    let http = reqwest::Client::new();
+
+    let missing = modern_post(&http, &base)
+        .json(&discover_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    let wrong = modern_post(&http, &base)
+        .bearer_auth("not-the-token-at-all")
+        .json(&discover_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let foreign = modern_post(&http, &base)
+        .bearer_auth(TOKEN)
+        .header("origin", "https://evil.example")
+        .json(&discover_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+
+    let get = http
+        .get(format!("{base}/mcp"))
+        .bearer_auth(TOKEN)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+
+    let mut huge = discover_body();
+    huge["params"]["padding"] = json!("x".repeat(10_000));
+    let oversize = modern_post(&http, &base)
+        .bearer_auth(TOKEN)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversize.status(), 413);
+
+    let oauth = http
+        .get(format!("{base}/.well-known/oauth-protected-resource"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oauth.status(), 404);
+
+    let malformed = modern_post(&http, &base)
+        .bearer_auth(TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    // rmcp answers malformed JSON with 415 and a parse message: a client error, not a crash.
+    let status = malformed.status();
+    assert!(status.is_client_error(), "{status}");
+    assert!(malformed.text().await.unwrap().contains("deserialize"));
+
+    // The daemon is still healthy after all of it.
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_rate_a_client_gets_429_with_retry_after() {
+    let database = stamped_database(Environment::Test).await;
+    let mut daemon = Launch::http(&database.url)
+        .env("COGMEM__SERVER__RATE_LIMIT__REQUESTS_PER_MINUTE", "5")
+        .spawn();
+    let base = daemon.ready();
+    let http = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let response = modern_post(&http, &base)
+            .bearer_auth(TOKEN)
+            .json(&discover_body())
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|value| value.to_str().unwrap().to_owned()),
+        ));
+    }
+    assert!(
+        statuses[..5].iter().all(|(status, _)| *status == 200),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[5].0, 429, "{statuses:?}");
+    let retry_after: u64 = statuses[5].1.as_deref().unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry_after), "{retry_after}");
+    // /health is not rate limited.
+    let health = http.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn development_memories_are_invisible_to_production() {
+    let development = stamped_database(Environment::Development).await;
+    let production = stamped_database(Environment::Production).await;
+    let mut dev = Launch::http(&development.url);
+    dev.environment = Environment::Development;
+    let mut dev = dev.spawn();
+    let dev_base = dev.ready();
+    let client = mcp_client(&dev_base, ProtocolVersion::V_2026_07_28).await;
+    call(
+        &client,
+        "store_raw_dialogue",
+        json!({"session_id": "shared-name", "speaker": "user", "content": "development secret plans"}),
+    )
+    .await;
+    let status = call(&client, "memory_status", json!({})).await;
+    assert_eq!(status["environment"], "development");
+    assert_eq!(status["database"], development.name);
+    client.cancel().await.unwrap();
+
+    let mut prod = Launch::http(&production.url);
+    prod.environment = Environment::Production;
+    // Production refuses plain-text connections to remote hosts; the test cluster is local.
+    let mut prod = prod.spawn();
+    let prod_base = prod.ready();
+    let client = mcp_client(&prod_base, ProtocolVersion::V_2026_07_28).await;
+    let status = call(&client, "memory_status", json!({})).await;
+    assert_eq!(status["environment"], "production");
+    assert_eq!(status["database"], production.name);
+    assert_eq!(status["raw_turns"], 0);
+    let session = call(&client, "get_session", json!({"session_id": "shared-name"})).await;
+    assert_eq!(session["turns"].as_array().unwrap().len(), 0);
+    let found = call(&client, "search_memory", json!({"query": "secret plans"})).await;
+    assert_eq!(found["hits"].as_array().unwrap().len(), 0);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_payload_logging_stored_content_never_reaches_the_log() {
+    let database = stamped_database(Environment::Test).await;
+    let canary = "CANARY-payload-51d2e8";
+    let mut daemon = Launch::http(&database.url)
+        .env("LOG_LEVEL", "trace")
+        .env("COGMEM__LOGGING__LOG_PAYLOADS", "false")
+        .spawn();
+    let base = daemon.ready();
+    let client = mcp_client(&base, ProtocolVersion::V_2026_07_28).await;
+    call(
+        &client,
+        "store_raw_dialogue",
+        json!({"session_id": "s", "speaker": "user", "content": format!("my card is {canary}")}),
+    )
+    .await;
+    call(&client, "search_memory", json!({"query": canary})).await;
+    client.cancel().await.unwrap();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    let log = daemon.stderr();
+    assert!(log.contains("tool call"), "debug lines were logged: {log}");
+    let hits = log.matches(canary).count();
+    println!("log lines: {}, canary hits: {hits}", log.lines().count());
+    assert_eq!(hits, 0, "{log}");
+}
