@@ -1,9 +1,12 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
+//! - `dev`: the development database (set up when missing) and the server in the foreground.
 //! - `dev-db start|stop|status`: the project-local PostgreSQL cluster under `.dev/postgres/`.
 //! - `setup-db --env <env>` (and `setup-dev-db`): provision the environment's role and database,
 //!   stamp and migrate it, write `.env.<env>` when missing, and compare the schema with
 //!   production.
+//! - `install-service [--root DIR] [--dry-run]`: the release binary, the systemd unit, the
+//!   configuration and placeholder credentials, installed for production.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +14,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use config_core::Environment;
 
+mod dev;
 mod dev_db;
+mod install_service;
 mod setup_db;
 
 #[derive(Debug, Parser)]
@@ -28,10 +33,6 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(
-    clippy::enum_variant_names,
-    reason = "the variant names are the command names"
-)]
 enum Command {
     /// Start, stop or inspect the project-local PostgreSQL cluster in `.dev/postgres/`.
     DevDb {
@@ -53,6 +54,12 @@ enum Command {
         #[command(flatten)]
         options: SetupOptions,
     },
+    /// The newcomer's single command: ensure the local cluster and the development database, then
+    /// run the server over HTTP in the foreground with pretty logs (Ctrl-C stops it cleanly).
+    Dev(DevOptions),
+    /// Build the release binary and install it with the systemd unit, the configuration and
+    /// placeholder credentials (never overwriting configuration or credentials).
+    InstallService(InstallServiceOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,6 +94,32 @@ struct SetupOptions {
     port: PortArg,
 }
 
+#[derive(Debug, Clone, Args)]
+struct DevOptions {
+    /// Address for the server; defaults to the development configuration's server.http.bind.
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<std::net::SocketAddr>,
+    /// Run this server binary instead of `cargo run --package cognitive-memory-mcp` (for tests).
+    #[arg(long, hide = true)]
+    server_binary: Option<PathBuf>,
+    #[command(flatten)]
+    setup: SetupOptions,
+}
+
+#[derive(Debug, Clone, Args)]
+struct InstallServiceOptions {
+    /// Install under this directory instead of `/` (a staging tree or a mounted image); the
+    /// system user, `daemon-reload` and `enable` are then printed, not run.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    /// Print every action without doing it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Install this binary instead of building the release binary (for tests).
+    #[arg(long, hide = true)]
+    binary: Option<PathBuf>,
+}
+
 fn parse_environment(given: &str) -> Result<Environment, config_core::InvalidEnvironment> {
     given.parse()
 }
@@ -104,6 +137,8 @@ fn main() -> Result<()> {
             options,
         } => setup_db::run(&root, environment, &options),
         Command::SetupDevDb { options } => setup_db::run(&root, Environment::Development, &options),
+        Command::Dev(options) => dev::run(&root, &options),
+        Command::InstallService(options) => install_service::run(&root, &options),
     }
 }
 
