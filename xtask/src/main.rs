@@ -1,5 +1,6 @@
 //! Project automation, run as `cargo xtask <command>`.
 //!
+//! - `docs`: regenerate docs/configuration.md from the schema.
 //! - `dev`: the development database (set up when missing) and the server in the foreground.
 //! - `dev-db start|stop|status`: the project-local PostgreSQL cluster under `.dev/postgres/`.
 //! - `setup-db --env <env>` (and `setup-dev-db`): provision the environment's role and database,
@@ -16,6 +17,7 @@ use config_core::Environment;
 
 mod dev;
 mod dev_db;
+mod docs;
 mod install_service;
 mod setup_db;
 
@@ -57,6 +59,8 @@ enum Command {
     /// The newcomer's single command: ensure the local cluster and the development database, then
     /// run the server over HTTP in the foreground with pretty logs (Ctrl-C stops it cleanly).
     Dev(DevOptions),
+    /// Regenerate docs/configuration.md from the configuration schema and config/config.yaml.
+    Docs,
     /// Build the release binary and install it with the systemd unit, the configuration and
     /// placeholder credentials (never overwriting configuration or credentials).
     InstallService(InstallServiceOptions),
@@ -138,6 +142,7 @@ fn main() -> Result<()> {
         } => setup_db::run(&root, environment, &options),
         Command::SetupDevDb { options } => setup_db::run(&root, Environment::Development, &options),
         Command::Dev(options) => dev::run(&root, &options),
+        Command::Docs => docs::run(&root),
         Command::InstallService(options) => install_service::run(&root, &options),
     }
 }

@@ -31,7 +31,7 @@ fn production_layout(c: &mut Criterion) {
         &root.join(".env.production"),
         "DB_NAME=cognitive_memory\nCOGMEM__DATABASE__CONNECT_WAIT_SECS=45\n\
          COGMEM__SERVER__HTTP__ALLOWED_ORIGINS=[\"https://app.example\", \"https://admin.example\"]\n\
-         OPENAI_API_KEY=\"sk-${DB_NAME}-0123456789abcdef\"\n",
+         LOG_LEVEL=\"${DB_LOG_LEVEL:-warn}\"\n",
     );
     write_private(
         &root.join("creds/database-url"),

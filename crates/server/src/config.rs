@@ -31,9 +31,6 @@ pub struct AppConfig {
     /// Limits on stored memories and searches.
     #[config(section)]
     pub memory: MemoryConfig,
-    /// API keys of model providers, for clients and integrations that need them.
-    #[config(section)]
-    pub providers: ProvidersConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum, clap::ValueEnum)]
@@ -153,16 +150,6 @@ pub struct SearchConfig {
     pub max_limit: u32,
 }
 
-#[derive(Debug, Config)]
-pub struct ProvidersConfig {
-    /// OpenAI API key (optional; list it under `require:` in config.yaml where an environment needs it).
-    #[config(alias = "OPENAI_API_KEY")]
-    pub openai_api_key: Option<SecretString>,
-    /// Anthropic API key (optional; list it under `require:` in config.yaml where an environment needs it).
-    #[config(alias = "ANTHROPIC_API_KEY")]
-    pub anthropic_api_key: Option<SecretString>,
-}
-
 /// Shortest bearer token accepted in staging and production.
 const MIN_TOKEN_CHARS: usize = 16;
 
@@ -264,4 +251,87 @@ pub fn env_template() -> String {
          overrides these files. Lists are JSON arrays. Secrets may instead come from NAME_FILE=/path\n\
          or a systemd credential ($CREDENTIALS_DIRECTORY/<name>).",
     )
+}
+
+/// `docs/configuration.md`: every key with its effective default in each environment (from the
+/// built-in defaults and `config/config.yaml` under `yaml_root`, nothing else), its variables,
+/// whether it is secret, and its description. `cargo xtask docs` writes it; a test compares.
+pub fn reference_markdown(yaml_root: &Path) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let empty = EnvSnapshot::default();
+    let mut per_environment = Vec::new();
+    for environment in config_core::Environment::ALL {
+        let source = ConfigSource {
+            root: yaml_root.to_path_buf(),
+            environment_flag: Some(environment.as_str().to_owned()),
+        };
+        let resolution =
+            config_core::resolve::<AppConfig>(&options(&source, &empty)).map_err(|report| {
+                format!("config/config.yaml does not resolve for {environment}:\n{report}")
+            })?;
+        per_environment.push(resolution);
+    }
+    let schema = &per_environment[0].schema;
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from the configuration schema and `config/config.yaml` by `cargo xtask docs`;\n\
+         do not edit by hand (a test compares it with the generated text).\n\n\
+         Values are layered, lowest first: built-in default < `config/config.yaml` root <\n\
+         its environment section < `.env` < `.env.<environment>` < process environment < secret files\n\
+         (`NAME_FILE=/path`, or `$CREDENTIALS_DIRECTORY/<credential>` under systemd).\n\
+         `cognitive-memory-mcp --env <environment> config explain` shows each effective value and its source.\n\
+         The columns per environment show the value before any `.env` file or variable; *(unset)* marks\n\
+         a key that must be supplied where it is needed. Secrets are never shown.\n",
+    );
+    for section in &schema.sections {
+        let keys: Vec<&config_core::KeySpec> = schema
+            .keys
+            .iter()
+            .filter(|key| {
+                key.path.rsplit_once('.').map(|(parent, _)| parent) == Some(section.path.as_str())
+            })
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "\n## `{}`\n\n{}\n\n| key | variables | development | test | staging | production |\n|---|---|---|---|---|---|\n",
+            section.path, section.doc
+        );
+        for key in keys {
+            let vars: Vec<String> = key.var_names().map(|var| format!("`{var}`")).collect();
+            let mut cells = Vec::new();
+            for resolution in &per_environment {
+                let cell = match resolution.values.get(&key.path) {
+                    _ if key.secret => "*(secret)*".to_owned(),
+                    Some(resolved) => {
+                        format!("`{}`", config_core::display_value(key, &resolved.value))
+                    }
+                    None => "*(unset)*".to_owned(),
+                };
+                cells.push(cell);
+            }
+            let secret = if key.secret {
+                format!(
+                    " Secret; also `{}_FILE` or credential `{}`.",
+                    key.main_var(),
+                    key.credential_name(ENV_PREFIX)
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` — {} ({}){} | {} | {} |",
+                key.path,
+                key.doc,
+                key.kind,
+                secret,
+                vars.join(", "),
+                cells.join(" | ")
+            );
+        }
+    }
+    Ok(out)
 }

@@ -169,7 +169,7 @@ async fn trace_request(mut request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value);
     let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0;
     span.in_scope(|| {
         if response.status().is_server_error() {
             tracing::warn!(%method, %path, status, elapsed_ms, "request failed");
