@@ -33,15 +33,26 @@ macro_rules! rank {
     };
 }
 
-/// The search query, parsed once. Materialised so every layer's scan and every headline uses
-/// the one parsed value, also in a generic plan. `querytree` is `T` for a query without any
-/// indexable (positive) word, such as `-word` alone: such a query would read the whole index,
-/// so it finds nothing here and [`MemoryStore::search`] explains why.
+/// The search query, parsed once for ranking and headlines, also in a generic plan.
 macro_rules! query_cte {
     () => {
         "WITH q AS MATERIALIZED (
             SELECT websearch_to_tsquery('simple', $1) AS q
          ) "
+    };
+}
+
+/// The condition of a match, after `content_tsv @@`. The query is written out (not `q.q`) so
+/// that in a custom plan it is a constant whose selectivity the planner can estimate from the
+/// column statistics: with a session filter, that decides between the GIN index (rare words)
+/// and the session's rows (frequent words). `querytree` is `T` for a query without any indexable
+/// (positive) word, such as `-word` alone, which would read the whole index: as a condition
+/// without columns it is checked once, before any scan, and the scan is skipped; then
+/// [`MemoryStore::search`] explains why nothing was found.
+macro_rules! is_match {
+    () => {
+        "websearch_to_tsquery('simple', $1)
+                  AND querytree(websearch_to_tsquery('simple', $1)) <> 'T'"
     };
 }
 
@@ -55,7 +66,9 @@ macro_rules! raw_ranked {
             rank!("r.content_tsv"),
             " AS score, r.created_at
                 FROM q CROSS JOIN l0_raw r
-                WHERE r.content_tsv @@ q.q AND querytree(q.q) <> 'T' ",
+                WHERE r.content_tsv @@ ",
+            is_match!(),
+            " ",
             $filter,
             "
                 ORDER BY score DESC, r.created_at DESC, r.id DESC
@@ -74,7 +87,9 @@ macro_rules! insights_ranked {
             rank!("i.content_tsv"),
             " AS score, i.created_at
                 FROM q CROSS JOIN l2_insights i
-                WHERE i.content_tsv @@ q.q AND querytree(q.q) <> 'T'
+                WHERE i.content_tsv @@ ",
+            is_match!(),
+            "
                 ORDER BY score DESC, i.created_at DESC, i.id DESC
                 LIMIT $2
             )"
@@ -136,8 +151,10 @@ const INSERT_RAW: &str = concat!(
 /// The cited ids that name no raw turn, each once, ascending. The turns that do exist are
 /// locked `FOR KEY SHARE` until the insight commits, so a concurrent `forget` either waits for
 /// the insight (and then unlinks it) or has already deleted them (and they are reported here).
-const MISSING_SOURCES: &str = "WITH locked AS (
-         SELECT id FROM l0_raw WHERE id = ANY($1::bigint[]) FOR KEY SHARE
+/// Every statement here that locks raw turns locks them in ascending id order, so two of them
+/// cannot deadlock.
+const MISSING_SOURCES: &str = "WITH locked AS MATERIALIZED (
+         SELECT id FROM l0_raw WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE
      )
      SELECT s.id FROM unnest($1::bigint[]) AS s(id)
      EXCEPT
@@ -164,9 +181,27 @@ const SESSION_PAGE: &str = concat!(
      LIMIT $3"
 );
 
-const DELETE_SESSION: &str = "DELETE FROM l0_raw WHERE session_id = $1 RETURNING id";
-const DELETE_RAW: &str = "DELETE FROM l0_raw WHERE id = ANY($1::bigint[]) RETURNING id";
-const DELETE_INSIGHTS: &str = "DELETE FROM l2_insights WHERE id = ANY($1::bigint[]) RETURNING id";
+/// Deletions lock their rows in ascending id order first (see [`MISSING_SOURCES`]).
+macro_rules! delete_in_order {
+    ($table:literal, $condition:literal) => {
+        concat!(
+            "WITH doomed AS MATERIALIZED (
+                 SELECT id FROM ",
+            $table,
+            " WHERE ",
+            $condition,
+            " ORDER BY id FOR UPDATE
+             )
+             DELETE FROM ",
+            $table,
+            " AS t USING doomed WHERE t.id = doomed.id RETURNING t.id"
+        )
+    };
+}
+
+const DELETE_SESSION: &str = delete_in_order!("l0_raw", "session_id = $1");
+const DELETE_RAW: &str = delete_in_order!("l0_raw", "id = ANY($1::bigint[])");
+const DELETE_INSIGHTS: &str = delete_in_order!("l2_insights", "id = ANY($1::bigint[])");
 
 /// Removes the deleted turns `$1` from every insight citing one (found through the GIN index on
 /// `source_ids`). The kept ids are those whose turn still exists, in their order: one primary
@@ -194,7 +229,8 @@ const SCHEMA_VERSION: &str = "SELECT max(version) FROM refinery_schema_history";
 /// Newest first by id, which is the order of storing (the identity column only grows); the
 /// primary key index serves it, so no index on `created_at` is needed.
 const RECENT_INSIGHTS: &str = concat!(
-    "SELECT id, content, source_ids, tags, importance::float8 AS importance, ",
+    // Through numeric, `real` 0.1 reads back as 0.1 rather than 0.10000000149011612.
+    "SELECT id, content, source_ids, tags, importance::numeric::float8 AS importance, ",
     rfc3339!("created_at"),
     " AS created_at
      FROM l2_insights
@@ -300,7 +336,9 @@ impl MemoryStore {
         };
         let mut query = sqlx::query(sql).bind(&p.query).bind(i64::from(limit));
         if let Some(session_id) = &p.session_id {
-            query = query.bind(session_id);
+            // Planned for these values each time (an unnamed statement): whether the session's
+            // rows or the word's index entries are fewer depends on both.
+            query = query.bind(session_id).persistent(false);
         }
         let rows = query.fetch_all(&self.pool).await?;
         if rows.is_empty() {
