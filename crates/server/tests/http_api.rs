@@ -12,7 +12,7 @@ use rmcp::model::{CallToolRequestParams, ProtocolVersion};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
+use rmcp::{ClientServiceExt, RoleClient};
 use serde_json::{Value, json};
 
 type Client = RunningService<RoleClient, ()>;
@@ -21,18 +21,9 @@ async fn mcp_client(base: &str, era: ProtocolVersion) -> Client {
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(TOKEN),
     );
-    if era == ProtocolVersion::V_2026_07_28 {
-        ().serve_with_lifecycle(
-            transport,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![era],
-            },
-        )
+    ().serve_with_lifecycle(transport, daemon::lifecycle(&era))
         .await
         .unwrap()
-    } else {
-        ().serve(transport).await.unwrap()
-    }
 }
 
 async fn call(client: &Client, tool: &str, arguments: Value) -> Value {

@@ -15,7 +15,7 @@ use rmcp::model::{
     CallToolRequestParams, CallToolResult, ProtocolVersion, ReadResourceRequestParams,
 };
 use rmcp::service::RunningService;
-use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
+use rmcp::{ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 const MAX_CONTENT_BYTES: usize = 2000;
@@ -46,18 +46,9 @@ async fn connect(era: ProtocolVersion) -> Client {
         let running = MemoryServer::new(app).serve(server_side).await.unwrap();
         let _ = running.waiting().await;
     });
-    if era == ProtocolVersion::V_2026_07_28 {
-        ().serve_with_lifecycle(
-            client_side,
-            ClientLifecycleMode::Discover {
-                preferred_versions: vec![era],
-            },
-        )
+    ().serve_with_lifecycle(client_side, daemon::lifecycle(&era))
         .await
         .unwrap()
-    } else {
-        ().serve(client_side).await.unwrap()
-    }
 }
 
 async fn call(client: &Client, tool: &str, arguments: Value) -> CallToolResult {

@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use config_core::Environment;
+use rmcp::ClientServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientLifecycleMode, ClientServiceExt, ServiceExt};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
@@ -41,18 +41,12 @@ async fn a_stdio_client_stores_and_finds_and_the_server_exits_when_stdin_closes(
             let _ = stderr.read_to_string(&mut text).await;
             text
         });
-        let client = if modern {
-            ().serve_with_lifecycle(
-                transport,
-                ClientLifecycleMode::Discover {
-                    preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
-                },
-            )
-            .await
-            .unwrap()
+        let era = if modern {
+            rmcp::model::ProtocolVersion::V_2026_07_28
         } else {
-            ().serve(transport).await.unwrap()
+            rmcp::model::ProtocolVersion::V_2025_11_25
         };
+        let client = ().serve_with_lifecycle(transport, daemon::lifecycle(&era)).await.unwrap();
         assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
         let session = format!("stdio-{modern}");
         let arguments = json!({"session_id": session, "speaker": "user", "content": "stdio works"});

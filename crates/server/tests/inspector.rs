@@ -1,0 +1,555 @@
+//! Interoperability with a real third-party client: the MCP Inspector CLI (npm
+//! `@modelcontextprotocol/inspector`, pinned below) drives the real daemon over stdio and over
+//! streamable HTTP, in both protocol eras, and we assert on its `--format json` output.
+//!
+//! The Inspector is installed once per machine into `<target>/npm-inspector-<version>/` (staged
+//! in a per-process directory and renamed into place, so concurrent runs never install into the
+//! same tree). Without `node`/`npm`, or when the install fails (no network), the test prints
+//! `skipped: <reason>` and passes — unless `COGMEM_REQUIRE_INSPECTOR=1`, which turns a skip into
+//! a failure (for CI, where npm is known to work).
+//!
+//! Facts about Inspector 2.12.0 this test relies on (checked against `mcp-inspector --cli --help`
+//! and its exit-code table):
+//! - A stdio server gets only a minimal environment (HOME, PATH, SHELL, TERM) plus `-e KEY=VALUE`.
+//! - Options the Inspector knows are taken by the Inspector wherever they appear: in
+//!   `mcp-inspector --cli … BIN serve --transport stdio --method tools/list` it swallows our
+//!   `--transport stdio` (it has its own `--transport`), and the server would start as HTTP.
+//!   So every Inspector option comes first and the server command follows `--`.
+//! - `--header`, `--tool-arg` and `-e` take several values, so a URL must not follow them
+//!   (`--tool-arg k=v http://…` reads the URL as another pair): the URL goes before `--header`.
+//! - Ad-hoc (URL or command) runs default to `--protocol-era legacy`; we always pass it, and
+//!   check with `--method initialize` which protocol revision was actually negotiated.
+//! - `--format json` prints `{"result": …}` on stdout, or `{"error": {"code", "message"}}` on
+//!   stderr. Exit codes: 0 ok, 1 usage/other error, 3 auth required (any 401 or 403),
+//!   4 unreachable, 5 the tool returned `isError: true`.
+//!
+//! Per era and transport (stdio, HTTP with the bearer token): `initialize`, `tools/list`,
+//! `store_raw_dialogue` then `search_memory` for a unique word; per era over HTTP: a tool error,
+//! and four ways of being refused (no token, no token with `--stored-auth-only`, a wrong token,
+//! a foreign Origin). 26 Inspector runs, about 15 s here (2 cores).
+
+#[path = "support/daemon.rs"]
+mod daemon;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use config_core::Environment;
+use daemon::{BIN, Launch, TOKEN, stamped_database};
+use serde_json::{Value, json};
+
+/// The Inspector release this test is pinned to (npm `latest` when it was written).
+const INSPECTOR_VERSION: &str = "2.12.0";
+const TOOLS: [&str; 6] = [
+    "forget",
+    "get_session",
+    "memory_status",
+    "search_memory",
+    "store_insight",
+    "store_raw_dialogue",
+];
+const ERAS: [&str; 2] = ["modern", "legacy"];
+/// Exit code of the Inspector CLI when the server requires authentication it cannot provide
+/// (`EXIT_CODES.AUTH_REQUIRED` in its error handler).
+const EXIT_AUTH_REQUIRED: i32 = 3;
+/// Exit code of the Inspector CLI when a tool call returns `isError: true`.
+const EXIT_TOOL_ERROR: i32 = 5;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_inspector_cli_lists_stores_and_searches_over_stdio_and_http_in_both_eras() {
+    let inspector = match install_inspector() {
+        Ok(path) => path,
+        Err(reason) => {
+            if std::env::var_os("COGMEM_REQUIRE_INSPECTOR").is_some_and(|v| v == "1") {
+                panic!("COGMEM_REQUIRE_INSPECTOR=1 but the Inspector is unavailable: {reason}");
+            }
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let database = stamped_database(Environment::Test).await;
+    let mut daemon = Launch::http(&database.url).spawn();
+    let url = format!("{}/mcp", daemon.ready());
+    let stdio_root = daemon::config_root();
+    let home = tempfile::tempdir().unwrap();
+
+    let stdio = Target::Stdio {
+        database_url: database.url.clone(),
+        config_root: stdio_root.path().to_path_buf(),
+    };
+    let http = Target::Http {
+        url: url.clone(),
+        headers: vec![format!("Authorization: Bearer {TOKEN}")],
+        name: "http",
+    };
+    let mut checked = Vec::new();
+    for era in ERAS {
+        for target in [&stdio, &http] {
+            let run = Inspector {
+                bin: &inspector,
+                home: home.path(),
+                target,
+                era,
+            };
+            // The era really is the one asked for: `initialize` reports what was negotiated
+            // (in the modern era, from `server/discover`).
+            let opened = run.ok(&["--method", "initialize"]);
+            let version = opened["protocolVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let expected = if era == "modern" {
+                "2026-07-28"
+            } else {
+                "2025-11-25"
+            };
+            assert_eq!(version, expected, "{}: {opened}", run.label());
+            assert_eq!(
+                opened["serverInfo"]["name"],
+                json!("cognitive-memory"),
+                "{}: {opened}",
+                run.label()
+            );
+
+            // (a), (b): tools/list names exactly our six tools.
+            let listed = run.ok(&["--method", "tools/list"]);
+            let mut names: Vec<&str> = listed["tools"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: no tools array: {listed}", run.label()))
+                .iter()
+                .map(|tool| tool["name"].as_str().unwrap())
+                .collect();
+            names.sort_unstable();
+            assert_eq!(names, TOOLS, "{}", run.label());
+
+            // (c): store a unique turn, then find it.
+            let word = unique_word();
+            let session = format!("inspector-{}-{era}-{word}", target.name());
+            let content = format!("the inspector remembers {word} over {}", target.name());
+            let stored = run.ok(&[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "store_raw_dialogue",
+                "--tool-args-json",
+                &json!({"session_id": session, "speaker": "user", "content": content}).to_string(),
+            ]);
+            assert_ne!(stored["isError"], json!(true), "{}: {stored}", run.label());
+            let id = stored["structuredContent"]["id"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{}: no stored id: {stored}", run.label()));
+            assert_eq!(stored["structuredContent"]["session_id"], json!(session));
+            assert!(
+                text_of(&stored).contains(&format!("stored turn {id}")),
+                "{}: {stored}",
+                run.label()
+            );
+
+            let found = run.ok(&[
+                "--method",
+                "tools/call",
+                "--tool-name",
+                "search_memory",
+                "--tool-args-json",
+                &json!({"query": word, "session_id": session, "layer": "raw", "limit": 5})
+                    .to_string(),
+            ]);
+            assert_ne!(found["isError"], json!(true), "{}: {found}", run.label());
+            let hits = found["structuredContent"]["hits"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: no hits: {found}", run.label()));
+            assert_eq!(hits.len(), 1, "{}: {found}", run.label());
+            assert_eq!(hits[0]["id"], json!(id), "{}: {found}", run.label());
+            assert!(
+                hits[0]["snippet"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("**{word}**")),
+                "{}: {found}",
+                run.label()
+            );
+            assert_eq!(text_of(&found), "1 hit(s)", "{}: {found}", run.label());
+            checked.push(format!(
+                "{}: protocol {version}, tools/list = {} tools, store_raw_dialogue id {id}, search_memory 1 hit",
+                run.label(),
+                names.len()
+            ));
+        }
+
+        // A tool error is a result with `isError: true`, not a protocol error; the Inspector
+        // still prints the result on stdout and exits 5 (EXIT_CODES.TOOL_ERROR).
+        let run = Inspector {
+            bin: &inspector,
+            home: home.path(),
+            target: &http,
+            era,
+        };
+        let output = run.run(&[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "store_raw_dialogue",
+            "--tool-args-json",
+            r#"{"session_id": "inspector-errors", "speaker": "robot", "content": "x"}"#,
+        ]);
+        assert_eq!(
+            output.code,
+            Some(EXIT_TOOL_ERROR),
+            "{}: {output:?}",
+            run.label()
+        );
+        let refused: Value = serde_json::from_str(&output.stdout).unwrap();
+        assert_eq!(refused["result"]["isError"], json!(true), "{refused}");
+        assert!(
+            text_of(&refused["result"]).contains("invalid argument `speaker`"),
+            "{refused}"
+        );
+        checked.push(format!(
+            "{} tools/call with speaker=robot: exit {EXIT_TOOL_ERROR}, isError",
+            run.label()
+        ));
+
+        // (d): without the bearer header (or with a wrong one) the daemon answers 401 with
+        // `WWW-Authenticate: Bearer error="invalid_token"` and lets
+        // `/.well-known/oauth-protected-resource` 404. The Inspector classifies any 401 as
+        // `auth_required` and would start OAuth; without a TTY on stdin/stderr it refuses the
+        // interactive login rather than hang, and with `--stored-auth-only` (its advice for CI)
+        // it finds no stored token. Either way it exits 3 (EXIT_CODES.AUTH_REQUIRED) with a JSON
+        // error envelope on stderr and nothing on stdout. A foreign `Origin` gets 403, which the
+        // Inspector files under the same exit code.
+        for (name, headers, extra) in [
+            ("http-without-token", vec![], &[][..]),
+            (
+                "http-without-token --stored-auth-only",
+                vec![],
+                &["--stored-auth-only"][..],
+            ),
+            (
+                "http-with-wrong-token",
+                vec!["Authorization: Bearer not-the-token-at-all".to_owned()],
+                &[][..],
+            ),
+            (
+                "http-with-foreign-origin",
+                vec![
+                    format!("Authorization: Bearer {TOKEN}"),
+                    "Origin: https://evil.example".to_owned(),
+                ],
+                &[][..],
+            ),
+        ] {
+            let target = Target::Http {
+                url: url.clone(),
+                headers,
+                name,
+            };
+            let run = Inspector {
+                bin: &inspector,
+                home: home.path(),
+                target: &target,
+                era,
+            };
+            let mut args = vec!["--method", "tools/list"];
+            args.extend_from_slice(extra);
+            let output = run.run(&args);
+            assert_eq!(
+                output.code,
+                Some(EXIT_AUTH_REQUIRED),
+                "{}: {output:?}",
+                run.label()
+            );
+            let envelope: Value =
+                serde_json::from_str(output.stderr.trim()).unwrap_or_else(|err| {
+                    panic!("{}: stderr is not JSON ({err}): {output:?}", run.label())
+                });
+            assert_eq!(
+                envelope["error"]["code"],
+                "auth_required",
+                "{}: {envelope}",
+                run.label()
+            );
+            assert!(output.stdout.trim().is_empty(), "{output:?}");
+            checked.push(format!(
+                "{}: exit {EXIT_AUTH_REQUIRED} ({envelope})",
+                run.label()
+            ));
+        }
+    }
+
+    let elapsed = started.elapsed();
+    println!(
+        "MCP Inspector {INSPECTOR_VERSION} ({}):",
+        inspector.display()
+    );
+    for line in &checked {
+        println!("  {line}");
+    }
+    println!(
+        "{} eras x 2 transports (stdio, http) checked in {elapsed:.1?}",
+        ERAS.len()
+    );
+    drop(daemon);
+}
+
+enum Target {
+    /// The Inspector launches the server itself.
+    Stdio {
+        database_url: String,
+        config_root: PathBuf,
+    },
+    /// The running daemon, with these HTTP headers (`Name: value`).
+    Http {
+        url: String,
+        headers: Vec<String>,
+        name: &'static str,
+    },
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Stdio { .. } => "stdio",
+            Target::Http { name, .. } => name,
+        }
+    }
+}
+
+struct Inspector<'a> {
+    bin: &'a Path,
+    home: &'a Path,
+    target: &'a Target,
+    era: &'a str,
+}
+
+impl Inspector<'_> {
+    fn label(&self) -> String {
+        format!("{} {}", self.era, self.target.name())
+    }
+
+    /// `mcp-inspector --cli --format json -q --protocol-era ERA <method args> <target>`.
+    fn run(&self, method: &[&str]) -> Output {
+        let mut command = Command::new(self.bin);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            // Its catalog, OAuth state and secrets live under ~/.mcp-inspector: keep them out of
+            // the real home directory.
+            .env("HOME", self.home)
+            .env("MCP_INSPECTOR_SECRET_STORE", "memory")
+            .args([
+                "--cli",
+                "--format",
+                "json",
+                "-q",
+                "--protocol-era",
+                self.era,
+            ])
+            .args(method)
+            .stdin(Stdio::null());
+        match self.target {
+            Target::Stdio {
+                database_url,
+                config_root,
+            } => {
+                command
+                    .arg("-e")
+                    .arg(format!("DATABASE_URL={database_url}"))
+                    .arg("--")
+                    .arg(BIN)
+                    .args(["--env", "test", "--config-root"])
+                    .arg(config_root)
+                    .args(["serve", "--transport", "stdio"]);
+            }
+            Target::Http { url, headers, .. } => {
+                // `--header` takes several values, so it comes after the URL.
+                command.arg(url);
+                for header in headers {
+                    command.arg("--header").arg(header);
+                }
+            }
+        }
+        run(command, Duration::from_secs(60))
+            .unwrap_or_else(|err| panic!("{}: cannot run the Inspector: {err}", self.label()))
+    }
+
+    /// Runs and expects exit 0 with one JSON object on stdout.
+    fn ok(&self, method: &[&str]) -> Value {
+        let output = self.run(method);
+        assert_eq!(
+            output.code,
+            Some(0),
+            "{} {method:?}: {output:?}",
+            self.label()
+        );
+        let mut value: Value = serde_json::from_str(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{} {method:?}: stdout is not JSON ({err}): {output:?}",
+                self.label()
+            )
+        });
+        // `--format json` prints `{"result": <the method's result>}`.
+        value
+            .get_mut("result")
+            .unwrap_or_else(|| panic!("{} {method:?}: no result: {output:?}", self.label()))
+            .take()
+    }
+}
+
+/// The text of a tool result's first content block.
+fn text_of(result: &Value) -> &str {
+    result["content"][0]["text"].as_str().unwrap_or_default()
+}
+
+/// A word no other run has stored: letters only, so full-text search keeps it as one lexeme.
+fn unique_word() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ (u64::from(std::process::id()) << 40)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut word = String::from("quokka");
+    for _ in 0..10 {
+        word.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+    }
+    word
+}
+
+#[derive(Debug)]
+struct Output {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `command` to completion, killing it after `timeout`.
+fn run(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap();
+    let mut stderr = err.join().unwrap();
+    if status.is_none() {
+        stderr.push_str(&format!("\n(killed after {timeout:?})"));
+    }
+    Ok(Output {
+        code: status.and_then(|status| status.code()),
+        stdout,
+        stderr,
+    })
+}
+
+/// The Inspector's `mcp-inspector` launcher, installed on first use.
+fn install_inspector() -> Result<PathBuf, String> {
+    // BIN is <target>/<profile>/cognitive-memory-mcp; the cache sits next to the profiles, so
+    // it follows CARGO_TARGET_DIR and survives `cargo clean -p`.
+    let target = Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory")?;
+    let dir = target.join(format!("npm-inspector-{INSPECTOR_VERSION}"));
+    let launcher = |dir: &Path| dir.join("node_modules/.bin/mcp-inspector");
+    if !launcher(&dir).exists() {
+        for tool in ["node", "npm"] {
+            let mut probe = Command::new(tool);
+            probe.arg("--version").stdin(Stdio::null());
+            match run(probe, Duration::from_secs(30)) {
+                Ok(output) if output.code == Some(0) => {}
+                Ok(output) => return Err(format!("`{tool} --version` failed: {output:?}")),
+                Err(err) => return Err(format!("`{tool}` is not available: {err}")),
+            }
+        }
+        let staging = target.join(format!(
+            "npm-inspector-{INSPECTOR_VERSION}.{}.partial",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|err| format!("{}: {err}", staging.display()))?;
+        let started = Instant::now();
+        let mut npm = Command::new("npm");
+        npm.args(["install", "--prefix"])
+            .arg(&staging)
+            .args(["--no-audit", "--no-fund", "--loglevel=error"])
+            .arg(format!(
+                "@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"
+            ))
+            .stdin(Stdio::null());
+        let output = run(npm, Duration::from_secs(600))
+            .map_err(|err| format!("cannot run npm install: {err}"))?;
+        if output.code != Some(0) || !launcher(&staging).exists() {
+            let _ = std::fs::remove_dir_all(&staging);
+            let tail: String = output
+                .stderr
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            return Err(format!(
+                "npm install @modelcontextprotocol/inspector@{INSPECTOR_VERSION} failed ({:?}): {tail}",
+                output.code
+            ));
+        }
+        // Another process may have won the race: its tree is as good as ours.
+        if let Err(err) = std::fs::rename(&staging, &dir) {
+            let _ = std::fs::remove_dir_all(&staging);
+            if !launcher(&dir).exists() {
+                return Err(format!(
+                    "cannot move the install to {}: {err}",
+                    dir.display()
+                ));
+            }
+        }
+        eprintln!(
+            "installed MCP Inspector {INSPECTOR_VERSION} into {} in {:.1?}",
+            dir.display(),
+            started.elapsed()
+        );
+    }
+    let bin = launcher(&dir);
+    let mut version = Command::new(&bin);
+    version.arg("--version").stdin(Stdio::null());
+    let output = run(version, Duration::from_secs(60))
+        .map_err(|err| format!("cannot run {}: {err}", bin.display()))?;
+    if output.stdout.trim() != INSPECTOR_VERSION {
+        return Err(format!(
+            "{} reports version {:?}, expected {INSPECTOR_VERSION}: {output:?}",
+            bin.display(),
+            output.stdout.trim()
+        ));
+    }
+    Ok(bin)
+}
