@@ -273,3 +273,43 @@ async fn without_payload_logging_stored_content_never_reaches_the_log() {
     println!("log lines: {}, canary hits: {hits}", log.lines().count());
     assert_eq!(hits, 0, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_the_time_limit_gets_408_and_the_daemon_goes_on() {
+    let database = stamped_database(Environment::Test).await;
+    let mut daemon = Launch::http(&database.url)
+        .env("COGMEM__SERVER__HTTP__REQUEST_TIMEOUT_SECS", "1")
+        .spawn();
+    let base = daemon.ready();
+    // Hold a lock that makes every insert wait, as a stuck database would.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE l0_raw IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "store_raw_dialogue",
+        "arguments": {"session_id": "slow", "speaker": "user", "content": "waits for the lock"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "store_raw_dialogue")
+        .bearer_auth(TOKEN)
+        .json(&call)
+        .send()
+        .await
+        .unwrap();
+    println!("answered after {:?}", started.elapsed());
+    assert_eq!(response.status(), 408);
+    blocker.rollback().await.unwrap();
+    pool.close().await;
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
