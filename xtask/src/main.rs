@@ -8,6 +8,11 @@
 //!   production.
 //! - `install-service [--root DIR] [--dry-run]`: the release binary, the systemd unit, the
 //!   configuration and placeholder credentials, installed for production.
+//! - `bench [--quick] [--json FILE] [--write-doc]`: the figures of docs/benchmarks.md, measured
+//!   against the release server and a throwaway cluster.
+//! - `soak --minutes N`: a steady mixed load; fails when RSS grows or any call fails.
+//! - `verify-env [--env E]… [--json]`: the repository, every configured environment and the
+//!   environments against each other, checked; PASS/WARN/FAIL/SKIP with a fix per problem.
 
 use std::path::{Path, PathBuf};
 
@@ -15,11 +20,14 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use config_core::Environment;
 
+mod bench;
 mod dev;
 mod dev_db;
 mod docs;
 mod install_service;
 mod setup_db;
+mod soak;
+mod verify_env;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,6 +72,25 @@ enum Command {
     /// Build the release binary and install it with the systemd unit, the configuration and
     /// placeholder credentials (never overwriting configuration or credentials).
     InstallService(InstallServiceOptions),
+    /// Measure start-up, memory, HTTP throughput and latency, search on a large database,
+    /// migrations and the configuration load against their goals (docs/benchmarks.md).
+    Bench(bench::BenchOptions),
+    /// Run a steady mixed load for a while; exit 1 when RSS grows 10 % or more after the
+    /// warm-up, or when any call fails.
+    Soak(soak::SoakOptions),
+    /// Check the checkout, every configured environment and the environments against each
+    /// other: PASS/WARN/FAIL/SKIP per check with a fix per problem (exit 1 if anything FAILs).
+    ///
+    /// Repository: .env and .env.<environment> git-ignored (env-ignored) and untracked
+    /// (env-untracked); .env.template tracked and generated (env-template); config/config.yaml
+    /// valid (config-yaml); docs/production-checklist.md complete (checklist); the unit in
+    /// deploy/systemd/ silent under `systemd-analyze verify` (unit-verify) and scoring at most
+    /// 1.0 (unit-security). Every environment with a .env.<environment> file or --env: the
+    /// checks of `cognitive-memory-mcp doctor` (config, env-file, secret-file-mode, secrets,
+    /// db-tls, db-connect, db-stamp, db-migrations). Across them: no staging or production
+    /// secret equal to a development or test one (secret-reuse), a database of its own each
+    /// (database-separation), and each schema equal to production's (schema-drift).
+    VerifyEnv(verify_env::VerifyEnvOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -144,6 +171,9 @@ fn main() -> Result<()> {
         Command::Dev(options) => dev::run(&root, &options),
         Command::Docs => docs::run(&root),
         Command::InstallService(options) => install_service::run(&root, &options),
+        Command::Bench(options) => bench::run(&root, &options),
+        Command::Soak(options) => soak::run(&root, &options),
+        Command::VerifyEnv(options) => verify_env::run(&root, &options),
     }
 }
 

@@ -81,7 +81,8 @@ impl FromStr for Environment {
                         Environment::ALL
                             .map(Environment::as_str)
                             .into_iter()
-                            .find(|n| n.starts_with(&lower[..lower.len().min(3)]))
+                            // The first three characters; `get` keeps a multi-byte name from panicking.
+                            .find(|n| n.starts_with(lower.get(..3).unwrap_or(&lower)))
                     })
                     .flatten()
             })
@@ -137,6 +138,9 @@ mod tests {
             ("Production", Some(Environment::Production)),
             ("", None),
             ("zzzzzzzz", None),
+            // Multi-byte characters where the three-byte prefix would cut one in half.
+            ("xxé", None),
+            ("𐀀0", None),
         ];
         for (given, want) in cases {
             match given.parse::<Environment>() {

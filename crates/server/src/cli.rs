@@ -54,6 +54,35 @@ pub enum Command {
     /// The database must be stamped for the selected environment (exit 78 otherwise). A brand-new,
     /// empty database is stamped with --stamp.
     Migrate(MigrateArgs),
+    /// Check this machine's setup of the selected environment and print PASS/WARN/FAIL/SKIP per
+    /// check with a fix for each problem (exit 1 if anything FAILs, else 0). Needs neither cargo
+    /// nor the sources.
+    ///
+    /// Environment checks: the configuration loads and validates (config); .env.<environment>
+    /// exists or every required secret comes from elsewhere (env-file); the .env files, *_FILE
+    /// targets and $CREDENTIALS_DIRECTORY files are mode 0600 or stricter and owned by the user
+    /// running the check (secret-file-mode); required secrets are set and not placeholders
+    /// (secrets); the database connection uses TLS or stays on this machine (db-tls); the
+    /// database answers within 2 s (db-connect), is stamped for this environment (db-stamp) and
+    /// has no pending migrations (db-migrations). Host checks: the installed
+    /// /etc/systemd/system/cognitive-memory-mcp.service passes `systemd-analyze verify`
+    /// (unit-verify) and scores at most 1.0 in `systemd-analyze security` (unit-security).
+    ///
+    /// Run it the way the service runs, e.g. as root:
+    /// CREDENTIALS_DIRECTORY=/etc/cognitive-memory-mcp/credentials cognitive-memory-mcp
+    /// --config-root /etc/cognitive-memory-mcp --env production doctor
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Print the results as JSON: {"ok", "summary", "checks": [{"id", "scope", "status",
+    /// "reason", "fix"}]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Look for the installed unit (and its ExecStart binary) under this directory instead of /.
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub host_root: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]

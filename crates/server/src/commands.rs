@@ -15,6 +15,9 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
         Command::Serve(args) => serve(cli, args, env),
         Command::Config(command) => config_command(cli, command, env),
         Command::Migrate(args) => migrate(cli, args, env),
+        Command::Doctor(args) => {
+            crate::checks::doctor(&cli.config_source(), env, &args.host_root).print(args.json)
+        }
     }
 }
 

@@ -127,22 +127,29 @@ pub async fn monitor(
 ) {
     let mut ticks = tokio::time::interval(MONITOR_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut announced = ready_status.clone();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let readiness = check(&pool, health.environment()).await;
-        let now_ready = readiness.is_ready();
-        let problem = readiness.problem();
-        let before = health.record(readiness);
-        if before.is_ready() && !now_ready {
-            let problem = problem.unwrap_or_default();
-            tracing::warn!(%problem, "degraded: requests that need the database fail until it is back");
-            let _ = notifier.status(&format!("degraded: {problem}"));
-        } else if !before.is_ready() && now_ready {
-            tracing::info!("database back; ready again");
-            let _ = notifier.status(&ready_status);
+        let status = match readiness.problem() {
+            None => ready_status.clone(),
+            Some(problem) => format!("degraded: {problem}"),
+        };
+        let was_ready = health.record(readiness).is_ready();
+        // Announce every change of the text, so the reason shown is always the current one.
+        if status != announced {
+            if status == ready_status {
+                tracing::info!("database back; ready again");
+            } else if was_ready {
+                tracing::warn!(%status, "degraded: requests that need the database fail until it is back");
+            } else {
+                tracing::warn!(%status, "still degraded, for another reason");
+            }
+            let _ = notifier.status(&status);
+            announced = status;
         }
     }
 }
@@ -168,7 +175,18 @@ pub async fn check(pool: &PgPool, environment: Environment) -> Readiness {
                 "{} pending migration(s); run `cognitive-memory-mcp migrate`",
                 pending.len()
             )),
-            Ok(Err(err)) => Check::Failed(err.to_string()),
+            Ok(Err(
+                err @ (db::DbError::DivergentMigration { .. }
+                | db::DbError::MissingMigration { .. }),
+            )) => Check::Failed(err.to_string()),
+            // The database went away between the two checks: that is what to report.
+            Ok(Err(err)) => {
+                return Readiness {
+                    database: Check::Failed(err.to_string()),
+                    stamp: Check::Unknown,
+                    schema: Check::Unknown,
+                };
+            }
             Err(_) => Check::Failed(format!("no answer within {CHECK_TIMEOUT:?}")),
         }
     } else {

@@ -185,6 +185,40 @@ impl Serving {
     }
 }
 
+/// The signals the daemon acts on, installed before anything else happens.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves with the signal's name on SIGTERM or SIGINT.
+    async fn stop_requested(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+
+    /// The next stop (`Some(name)`) or reload (`None`) request.
+    async fn next(&mut self) -> Option<&'static str> {
+        tokio::select! {
+            _ = self.terminate.recv() => Some("SIGTERM"),
+            _ = self.interrupt.recv() => Some("SIGINT"),
+            _ = self.hangup.recv() => None,
+        }
+    }
+}
+
 /// Why the daemon stops.
 struct Stop {
     code: u8,
@@ -196,16 +230,31 @@ impl Daemon {
     async fn run(mut self, env: &EnvSnapshot) -> u8 {
         let environment = self.environment;
         let notifier = self.notifier.clone();
+        // Installed first: a stop requested at any point after exec must be a clean stop.
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                tracing::error!("cannot install signal handlers: {err}");
+                return exit::FAILURE;
+            }
+        };
         let _ = notifier.status("connecting to the database");
-        let connected = db::connect(&self.config.database, |progress| {
+        let connecting = db::connect(&self.config.database, |progress| {
             tracing::warn!("{progress}");
             let _ = notifier.extend_timeout(progress.next_delay + EXTEND_SLACK);
             let _ = notifier.status(&format!(
                 "waiting for the database (attempt {})",
                 progress.attempt
             ));
-        })
-        .await;
+        });
+        let connected = tokio::select! {
+            connected = connecting => connected,
+            signal = signals.stop_requested() => {
+                tracing::info!("{signal} received while waiting for the database: stopping");
+                let _ = notifier.stopping();
+                return exit::OK;
+            }
+        };
         let pool = match connected {
             Ok(pool) => pool,
             Err(err) => return refuse(&err, environment),
@@ -287,7 +336,7 @@ impl Daemon {
             code,
             transport_ended,
         } = self
-            .wait_for_stop(&mut serving, &app, &guard, &ready_status)
+            .wait_for_stop(&mut signals, &mut serving, &app, &guard, &ready_status)
             .await;
 
         // Stop: tell systemd first, then stop accepting and drain.
@@ -321,34 +370,21 @@ impl Daemon {
     /// Waits for SIGTERM/SIGINT or the end of the transport, handling SIGHUP meanwhile.
     async fn wait_for_stop(
         &mut self,
+        signals: &mut Signals,
         serving: &mut Serving,
         app: &AppState,
         guard: &Guard,
         ready_status: &str,
     ) -> Stop {
-        let stop = |code| Stop {
-            code,
-            transport_ended: false,
-        };
-        let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return stop(exit::FAILURE);
-        };
         loop {
             tokio::select! {
-                _ = terminate.recv() => {
-                    tracing::info!("SIGTERM received: stopping");
-                    return stop(exit::OK);
-                }
-                _ = interrupt.recv() => {
-                    tracing::info!("SIGINT received: stopping");
-                    return stop(exit::OK);
-                }
-                _ = hangup.recv() => self.reload(app, guard, ready_status),
+                request = signals.next() => match request {
+                    Some(signal) => {
+                        tracing::info!("{signal} received: stopping");
+                        return Stop { code: exit::OK, transport_ended: false };
+                    }
+                    None => self.reload(app, guard, ready_status),
+                },
                 code = serving.ended() => {
                     return Stop { code, transport_ended: true };
                 }

@@ -203,9 +203,10 @@ fn systemd_analyze_security_exposure_is_at_most_1_0() {
         .lines()
         .find(|line| line.contains("Overall exposure level"))
         .unwrap_or_else(|| panic!("no exposure line ({}):\n{stdout}{stderr}", output.status));
-    // "→ Overall exposure level for cognitive-memory-mcp.service: 0.9 SAFE 😀"
+    // "→ Overall exposure level for cognitive-memory-mcp.service: 0.9 SAFE 😀" (`:-}` instead of
+    // the emoji in the C locale, so split at the unit name, not at the last colon).
     let score: f64 = line
-        .rsplit_once(':')
+        .split_once(".service: ")
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|number| number.parse().ok())
         .unwrap_or_else(|| panic!("cannot parse the exposure from {line:?}"));
