@@ -102,7 +102,7 @@ impl MemoryServer {
     }
 
     #[tool(
-        description = "Full-text search over insights and raw dialogue, best matches first. The query uses web-search syntax: words, \"exact phrase\", or, -excluded.",
+        description = "Full-text search over insights and raw dialogue, best matches first. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Each layer ranks its 200 most recent matches: add words, a phrase or a session_id to reach older memories of frequent words.",
         output_schema = schema_for_output::<SearchResults>()
     )]
     async fn search_memory(&self, Parameters(params): Parameters<SearchMemory>) -> CallToolResult {

@@ -1352,3 +1352,30 @@ async fn driver_errors_are_sorted_and_never_quote_values() {
     assert!(!text.contains(CANARY), "{text}");
     assert_eq!(mapped.field(), None);
 }
+
+#[tokio::test]
+async fn a_frequent_word_is_ranked_among_its_200_newest_matches_and_narrower_queries_reach_older_ones()
+ {
+    let (_db, store) = fresh().await;
+    // The best match for "alpha" is the oldest turn; 200 weaker matches follow it.
+    let oldest = put(&store, "s", "alpha alpha alpha beta").await;
+    for n in 0..200 {
+        put(
+            &store,
+            "s",
+            &format!("alpha filler number {n} of many words here"),
+        )
+        .await;
+    }
+    let hits = store.search(search("alpha")).await.unwrap().hits;
+    assert_eq!(hits.len(), 5);
+    assert!(
+        hits.iter().all(|hit| hit.id != oldest),
+        "the oldest match is outside the rank window: {hits:?}"
+    );
+    // A narrower query has fewer matches, all ranked: the old turn is found and ranks first.
+    let hits = store.search(search("alpha beta")).await.unwrap().hits;
+    assert_eq!(hits[0].id, oldest);
+    let hits = store.search(search("\"alpha alpha\"")).await.unwrap().hits;
+    assert_eq!(hits[0].id, oldest);
+}
