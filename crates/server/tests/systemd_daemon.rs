@@ -54,7 +54,8 @@ impl Daemon {
         work.write(Path::new("credentials/database-url"), database_url, 0o600);
         work.write(Path::new("credentials/mcp-auth-token"), TOKEN, 0o600);
 
-        work.write_unit(UNIT, &test_unit(&config_root, &credentials));
+        let binary = work.install_binary(Path::new(BIN));
+        work.write_unit(UNIT, &test_unit(&binary, &config_root, &credentials));
         work.write_unit(
             &format!("{UNIT}.d/test.conf"),
             &format!(
@@ -110,7 +111,7 @@ in_journal() {{ unit_journal "$U" | grep -q -- "$1"; }}
 }
 
 /// The shipped unit, changed only where a test under a user manager must differ.
-fn test_unit(config_root: &Path, credentials: &Path) -> String {
+fn test_unit(binary: &Path, config_root: &Path, credentials: &Path) -> String {
     let shipped = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../deploy/systemd")
@@ -130,7 +131,8 @@ fn test_unit(config_root: &Path, credentials: &Path) -> String {
         .replace(
             exec_start,
             &format!(
-                "ExecStart={BIN} --config-root {} serve",
+                "ExecStart={} --config-root {} serve",
+                binary.display(),
                 config_root.display()
             ),
         )

@@ -19,8 +19,10 @@
 //! `SYSTEMD_HARNESS_VERBOSE=1` prints every scenario's output, also on success (with
 //! `--nocapture`).
 //!
-//! Workdirs live under `CARGO_TARGET_TMPDIR`, not `/tmp`: a hardened unit has a private `/tmp`
-//! (and no `/home`, `/root`), so files it must read have to be elsewhere.
+//! Workdirs live under `CARGO_TARGET_TMPDIR`, or under `/var/lib/cognitive-memory-tests` when the
+//! checkout itself is below `/tmp`, `/var/tmp`, `/home` or `/root`: a hardened unit has a private
+//! `/tmp` and no home directories, so files it must read (the binary included: see
+//! [`Workdir::install_binary`]) have to be elsewhere.
 
 #![allow(
     dead_code,
@@ -147,6 +149,17 @@ pub struct Workdir {
     dir: tempfile::TempDir,
 }
 
+/// Where workdirs go: somewhere a unit with `PrivateTmp=` and `ProtectHome=` still sees.
+fn visible_base() -> PathBuf {
+    let target_tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let hidden = ["/tmp", "/var/tmp", "/home", "/root", "/run/user"];
+    if hidden.iter().any(|prefix| target_tmp.starts_with(prefix)) {
+        PathBuf::from("/var/lib/cognitive-memory-tests")
+    } else {
+        target_tmp.to_path_buf()
+    }
+}
+
 impl Default for Workdir {
     fn default() -> Self {
         Self::new()
@@ -155,10 +168,12 @@ impl Default for Workdir {
 
 impl Workdir {
     pub fn new() -> Workdir {
+        let base = visible_base();
+        fs::create_dir_all(&base).expect("create the workdir base");
         let dir = tempfile::Builder::new()
             .prefix("systemd-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("create a workdir under CARGO_TARGET_TMPDIR");
+            .tempdir_in(&base)
+            .expect("create a workdir");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
             .expect("chmod the workdir");
         fs::create_dir(dir.path().join("units")).expect("create units/");
@@ -167,6 +182,19 @@ impl Workdir {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Copies a binary into the workdir (`bin/<name>`, 0755), where a sandboxed unit can run it
+    /// wherever the checkout is.
+    pub fn install_binary(&self, binary: &Path) -> PathBuf {
+        let target = self
+            .path()
+            .join("bin")
+            .join(binary.file_name().expect("a binary has a file name"));
+        fs::create_dir_all(target.parent().unwrap()).expect("create bin/");
+        fs::copy(binary, &target).expect("copy the binary");
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).expect("chmod");
+        target
     }
 
     /// Unit files and `NAME.d/` drop-in directories go here before [`run`](Self::run).
