@@ -42,7 +42,6 @@ use self::server::{Era, Launcher};
 use self::stats::Stats;
 use self::words::{Rng, Vocabulary};
 
-const BINARY_NAME: &str = "cognitive-memory-mcp";
 const SIGTERM: i32 = 15;
 /// Recorded in the environment stamp of the benchmark databases.
 const STAMPED_BY: &str = "cargo xtask bench";
@@ -161,7 +160,7 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
     let started = Instant::now();
     let binary = match &options.binary {
         Some(binary) => binary.clone(),
-        None => build_release(root)?,
+        None => crate::release::build_server(root, "bench")?,
     };
     println!("bench: {} run of {}", profile.name, binary.display());
     let cluster = start_cluster()?;
@@ -218,29 +217,6 @@ pub(crate) fn exec_release_xtask(repo: &Path) -> anyhow::Error {
         .env("COGMEM_REPO_ROOT", repo)
         .exec();
     anyhow::Error::new(err).context(format!("run {}", xtask.display()))
-}
-
-/// `cargo build --release -p cognitive-memory-mcp --locked`; the built binary.
-pub(crate) fn build_release(repo: &Path) -> Result<PathBuf> {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target"));
-    let binary = target_dir.join("release").join(BINARY_NAME);
-    let args = ["build", "--release", "-p", BINARY_NAME, "--locked"];
-    println!("bench: cargo {}", args.join(" "));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(repo)
-        .status()
-        .context("run cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release failed ({status})");
-    }
-    if !binary.is_file() {
-        bail!("the build succeeded but {} is missing", binary.display());
-    }
-    Ok(binary)
 }
 
 pub(crate) fn start_cluster() -> Result<TestCluster> {

@@ -16,9 +16,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::InstallServiceOptions;
+use crate::{InstallServiceOptions, release};
 
-const BINARY_NAME: &str = "cognitive-memory-mcp";
 const UNIT_NAME: &str = "cognitive-memory-mcp.service";
 const SERVICE_USER: &str = "cognitive-memory";
 /// What the unit's `ExecStart=` runs; the binary is installed there.
@@ -123,34 +122,16 @@ pub fn run(repo: &Path, options: &InstallServiceOptions) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release -p cognitive-memory-mcp --locked`; the built binary.
+/// The release binary, built (or, in a dry run, where it would be built).
 fn build_release(repo: &Path, dry_run: bool) -> Result<PathBuf> {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target"));
-    let binary = target_dir.join("release").join(BINARY_NAME);
-    let args = ["build", "--release", "-p", BINARY_NAME, "--locked"];
     if dry_run {
         println!(
             "binary: would run `cargo {}` (a dry run builds nothing)",
-            args.join(" ")
+            release::BUILD_ARGS.join(" ")
         );
-        return Ok(binary);
+        return Ok(release::release_dir(repo).join(release::BINARY_NAME));
     }
-    println!("binary: cargo {}", args.join(" "));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(repo)
-        .status()
-        .context("run cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release failed ({status})");
-    }
-    if !binary.is_file() {
-        bail!("the build succeeded but {} is missing", binary.display());
-    }
-    Ok(binary)
+    release::build_server(repo, "binary")
 }
 
 /// `systemd-analyze verify` must print nothing (it exits 0 even on warnings). It needs the

@@ -25,6 +25,7 @@ mod dev;
 mod dev_db;
 mod docs;
 mod install_service;
+mod release;
 mod setup_db;
 mod soak;
 mod verify_env;

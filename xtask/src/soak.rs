@@ -55,7 +55,7 @@ pub fn run(root: &Path, options: &SoakOptions) -> Result<()> {
     }
     let binary = match &options.binary {
         Some(binary) => binary.clone(),
-        None => bench::build_release(root)?,
+        None => crate::release::build_server(root, "soak")?,
     };
     let cluster = bench::start_cluster()?;
     let runtime = bench::runtime()?;
