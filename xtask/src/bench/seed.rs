@@ -158,31 +158,22 @@ fn timestamp(secs: u64) -> String {
 async fn copy_turns(conn: &mut PgConnection, vocabulary: &Vocabulary, turns: usize) -> Result<()> {
     let mut rng = Rng::new(0x5EED_0001);
     let first = now_secs().saturating_sub(turns as u64 * 30);
-    let mut copy = conn
-        .copy_in_raw("COPY l0_raw (session_id, speaker, content, created_at) FROM STDIN")
-        .await
-        .context("start COPY l0_raw")?;
-    let mut buffer = String::with_capacity(CHUNK_ROWS * 256);
-    for n in 0..turns {
-        buffer.push_str(&session_of(n));
-        buffer.push('\t');
-        buffer.push_str(if n % 2 == 0 { "user" } else { "assistant" });
-        buffer.push('\t');
-        let words = rng.range(5, 61);
-        vocabulary.text(&mut rng, words, &mut buffer);
-        buffer.push('\t');
-        buffer.push_str(&timestamp(first + n as u64 * 30));
-        buffer.push('\n');
-        if (n + 1) % CHUNK_ROWS == 0 {
-            copy.send(buffer.as_bytes()).await?;
-            buffer.clear();
-        }
-    }
-    if !buffer.is_empty() {
-        copy.send(buffer.as_bytes()).await?;
-    }
-    copy.finish().await.context("finish COPY l0_raw")?;
-    Ok(())
+    copy_rows(
+        conn,
+        "COPY l0_raw (session_id, speaker, content, created_at) FROM STDIN",
+        turns,
+        |n, buffer| {
+            buffer.push_str(&session_of(n));
+            buffer.push('\t');
+            buffer.push_str(if n % 2 == 0 { "user" } else { "assistant" });
+            buffer.push('\t');
+            let words = rng.range(5, 61);
+            vocabulary.text(&mut rng, words, buffer);
+            buffer.push('\t');
+            buffer.push_str(&timestamp(first + n as u64 * 30));
+        },
+    )
+    .await
 }
 
 /// Insights of 8 to 30 words citing 0 to 3 turns, with 0 to 3 tags.
@@ -196,32 +187,49 @@ async fn copy_insights(
     let mut rng = Rng::new(0x5EED_0002);
     let first = now_secs().saturating_sub(insights as u64 * 300);
     let span = (last_id - first_id + 1).max(1) as usize;
+    copy_rows(
+        conn,
+        "COPY l2_insights (content, source_ids, tags, importance, created_at) FROM STDIN",
+        insights,
+        |n, buffer| {
+            let words = rng.range(8, 31);
+            vocabulary.text(&mut rng, words, buffer);
+            buffer.push_str("\t{");
+            for index in 0..rng.range(0, 4) {
+                if index > 0 {
+                    buffer.push(',');
+                }
+                buffer.push_str(&(first_id + rng.range(0, span) as i64).to_string());
+            }
+            buffer.push_str("}\t{");
+            for index in 0..rng.range(0, 4) {
+                if index > 0 {
+                    buffer.push(',');
+                }
+                buffer.push_str(TAGS[rng.range(0, TAGS.len())]);
+            }
+            buffer.push_str(&format!("}}\t{:.2}\t", rng.unit()));
+            buffer.push_str(&timestamp(first + n as u64 * 300));
+        },
+    )
+    .await
+}
+
+/// Runs `statement` (a `COPY … FROM STDIN`) with `rows` rows, each written by `row` (without its
+/// newline), sent in chunks of [`CHUNK_ROWS`].
+async fn copy_rows(
+    conn: &mut PgConnection,
+    statement: &str,
+    rows: usize,
+    mut row: impl FnMut(usize, &mut String),
+) -> Result<()> {
     let mut copy = conn
-        .copy_in_raw(
-            "COPY l2_insights (content, source_ids, tags, importance, created_at) FROM STDIN",
-        )
+        .copy_in_raw(statement)
         .await
-        .context("start COPY l2_insights")?;
+        .with_context(|| format!("start {statement}"))?;
     let mut buffer = String::with_capacity(CHUNK_ROWS * 256);
-    for n in 0..insights {
-        let words = rng.range(8, 31);
-        vocabulary.text(&mut rng, words, &mut buffer);
-        buffer.push_str("\t{");
-        for index in 0..rng.range(0, 4) {
-            if index > 0 {
-                buffer.push(',');
-            }
-            buffer.push_str(&(first_id + rng.range(0, span) as i64).to_string());
-        }
-        buffer.push_str("}\t{");
-        for index in 0..rng.range(0, 4) {
-            if index > 0 {
-                buffer.push(',');
-            }
-            buffer.push_str(TAGS[rng.range(0, TAGS.len())]);
-        }
-        buffer.push_str(&format!("}}\t{:.2}\t", rng.unit()));
-        buffer.push_str(&timestamp(first + n as u64 * 300));
+    for n in 0..rows {
+        row(n, &mut buffer);
         buffer.push('\n');
         if (n + 1) % CHUNK_ROWS == 0 {
             copy.send(buffer.as_bytes()).await?;
@@ -231,7 +239,9 @@ async fn copy_insights(
     if !buffer.is_empty() {
         copy.send(buffer.as_bytes()).await?;
     }
-    copy.finish().await.context("finish COPY l2_insights")?;
+    copy.finish()
+        .await
+        .with_context(|| format!("finish {statement}"))?;
     Ok(())
 }
 
