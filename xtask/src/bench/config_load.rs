@@ -1,5 +1,4 @@
-//! Configuration load of a realistic production layout, in process, as
-//! `crates/server/benches/config_load.rs` does it: the repository's `config/config.yaml`,
+//! Configuration load of a realistic production layout, in process: the repository's `config/config.yaml`,
 //! `.env` + `.env.production` with `${…}` interpolation, 20 process variables and 2 credential
 //! files, through validation and extraction of the typed `AppConfig`.
 
