@@ -3,11 +3,16 @@
 //! changes nothing, a second run that changes nothing, and an installed configuration that the
 //! installed binary refuses (exit 78) until the placeholders are replaced.
 
+#[path = "support/run.rs"]
+mod run;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
+
+use run::Run;
 
 const CREDENTIALS: [&str; 2] = ["database-url", "mcp-auth-token"];
 
@@ -58,58 +63,17 @@ fn server_binary() -> &'static Path {
     })
 }
 
-struct Run(Output);
-
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.0.stderr).into_owned()
-    }
-
-    #[track_caller]
-    fn success(self) -> Run {
-        assert!(
-            self.0.status.success(),
-            "install-service failed\nstdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-
-    #[track_caller]
-    fn says(&self, text: &str) -> &Run {
-        let all = format!("{}{}", self.stdout(), self.stderr());
-        assert!(all.contains(text), "expected {text:?} in:\n{all}");
-        self
-    }
-
-    #[track_caller]
-    fn never_says(&self, text: &str) -> &Run {
-        let all = format!("{}{}", self.stdout(), self.stderr());
-        assert!(!all.contains(text), "unexpected {text:?} in:\n{all}");
-        self
-    }
-}
-
 fn install(root: &Path, extra: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    command
-        .arg("install-service")
-        .arg("--root")
-        .arg(root)
-        .arg("--binary")
-        .arg(server_binary())
-        .args(extra)
-        .env_clear()
-        .env("COGMEM_REPO_ROOT", workspace());
-    if let Some(path) = std::env::var_os("PATH") {
-        command.env("PATH", path);
-    }
-    Run(command.output().unwrap())
+    let binary = server_binary();
+    let mut args = vec![
+        "install-service",
+        "--root",
+        root.to_str().unwrap(),
+        "--binary",
+        binary.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run::xtask(workspace(), &args, &[])
 }
 
 fn mode(path: &Path) -> u32 {

@@ -2,13 +2,16 @@
 //! `config/config.yaml`) and a throwaway cluster of its own per test: environment database names
 //! are fixed, so tests must not share a server.
 
+#[path = "support/run.rs"]
+mod run;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use config_core::Environment;
 use pg_harness::TestCluster;
+use run::Run;
 use secrecy::SecretString;
 
 const TOKEN: &str = "a-test-token-of-more-than-16-chars";
@@ -40,20 +43,8 @@ impl Repo {
         self.root().join(format!(".env.{environment}"))
     }
 
-    /// The binary with a clean environment: nothing of the developer's configuration leaks in.
     fn xtask(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .args(args)
-            .env_clear()
-            .env("COGMEM_REPO_ROOT", self.root());
-        for name in ["PATH", "PG_BINDIR"] {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        command.envs(vars.iter().copied());
-        Run(command.output().unwrap())
+        run::xtask(self.root(), args, vars)
     }
 
     fn setup(&self, cluster: &TestCluster, environment: &str, extra: &[&str]) -> Run {
@@ -71,43 +62,6 @@ impl Repo {
         let mut args = vec!["setup-db", "--env", environment, "--admin-url", &admin_url];
         args.extend_from_slice(extra);
         self.xtask(&args, vars)
-    }
-}
-
-struct Run(Output);
-
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.0.stderr).into_owned()
-    }
-
-    fn success(self) -> Run {
-        assert!(
-            self.0.status.success(),
-            "xtask failed\nstdout:\n{}\nstderr:\n{}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-
-    fn failure(self) -> Run {
-        assert!(
-            !self.0.status.success(),
-            "xtask should have failed\nstdout:\n{}",
-            self.stdout()
-        );
-        self
-    }
-
-    fn says(&self, text: &str) -> &Run {
-        let all = format!("{}{}", self.stdout(), self.stderr());
-        assert!(all.contains(text), "expected {text:?} in:\n{all}");
-        self
     }
 }
 

@@ -7,14 +7,18 @@
 //! own and all together in one run (text and JSON alike), and no secret ever appears in the
 //! output.
 
+#[path = "support/run.rs"]
+mod run;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use cognitive_memory_mcp::checks::{Report, Status};
 use pg_harness::TestCluster;
+use run::Run;
 
 /// Unique bearer tokens that must never appear in any output.
 const DEV_TOKEN: &str = "CanaryDevToken-4e1f9a02b7c35d68";
@@ -144,19 +148,8 @@ impl Setup {
         );
     }
 
-    /// The binary with a clean environment: nothing of the developer's configuration leaks in.
     fn xtask(&self, args: &[&str]) -> Run {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command
-            .args(args)
-            .env_clear()
-            .env("COGMEM_REPO_ROOT", self.root());
-        for name in ["PATH", "PG_BINDIR"] {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        Run(command.output().unwrap())
+        run::xtask(self.root(), args, &[])
     }
 
     fn verify(&self) -> Run {
@@ -222,8 +215,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-struct Run(Output);
-
 /// One line of the text report.
 #[derive(Debug)]
 struct Line {
@@ -234,19 +225,8 @@ struct Line {
     fix: Option<String>,
 }
 
+/// What a verify-env run reported.
 impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.0.stdout).into_owned()
-    }
-
-    fn all(&self) -> String {
-        format!(
-            "{}{}",
-            self.stdout(),
-            String::from_utf8_lossy(&self.0.stderr)
-        )
-    }
-
     #[track_caller]
     fn expect_code(&self, code: i32) -> &Run {
         assert_eq!(self.0.status.code(), Some(code), "{}", self.all());
