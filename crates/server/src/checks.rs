@@ -49,12 +49,13 @@ pub mod ids {
     pub const DB_CONNECT: &str = "db-connect";
     pub const DB_STAMP: &str = "db-stamp";
     pub const DB_MIGRATIONS: &str = "db-migrations";
+    pub const DB_BACKUP: &str = "db-backup";
     // Across environments.
     pub const SECRET_REUSE: &str = "secret-reuse";
     pub const DATABASE_SEPARATION: &str = "database-separation";
     pub const SCHEMA_DRIFT: &str = "schema-drift";
 
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         ENV_IGNORED,
         ENV_UNTRACKED,
         ENV_TEMPLATE,
@@ -71,6 +72,7 @@ pub mod ids {
         DB_CONNECT,
         DB_STAMP,
         DB_MIGRATIONS,
+        DB_BACKUP,
         SECRET_REUSE,
         DATABASE_SEPARATION,
         SCHEMA_DRIFT,

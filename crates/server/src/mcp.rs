@@ -61,6 +61,10 @@ pub struct MemoryStatus {
     pub insights: u64,
     /// Version of this server.
     pub server_version: String,
+    /// The last good backup (`cognitive-memory-mcp backup`) and the last attempt.
+    pub backup: crate::lifecycle::BackupStatus,
+    /// The retention policy and what its last run removed.
+    pub retention: crate::lifecycle::RetentionStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +155,7 @@ impl MemoryServer {
 impl MemoryServer {
     async fn status(&self) -> Result<MemoryStatus, MemoryError> {
         let store = self.app.store.status().await?;
+        let lifecycle = crate::lifecycle::read_status(self.app.store.pool()).await?;
         Ok(MemoryStatus {
             environment: self.app.environment.as_str().to_owned(),
             database: store.database,
@@ -158,6 +163,8 @@ impl MemoryServer {
             raw_turns: store.raw_turns,
             insights: store.insights,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            backup: lifecycle.backup,
+            retention: lifecycle.retention,
         })
     }
 

@@ -64,6 +64,9 @@ impl Launcher {
             .env("DATABASE_URL", &self.database_url)
             .env("MCP_AUTH_TOKEN", TOKEN)
             .env("LOG_FORMAT", "json")
+            // The seeded turns reach back months: the test environment's retention would
+            // expire most of them while the benchmark runs.
+            .env("COGMEM__MEMORY__RETENTION__RAW_DAYS", "0")
             .args(["--env", "test", "--config-root"])
             .arg(self.dir.path())
             .args(args)

@@ -26,6 +26,7 @@ pub use params::{
     StoredInsight, StoredTurn, Turn,
 };
 pub use store::MemoryStore;
+pub(crate) use store::UNLINK;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).
 pub const MAX_SESSION_ID_CHARS: usize = 200;
