@@ -959,3 +959,240 @@ async fn export_then_import_into_another_environment_then_export_gives_the_same_
     target_pool.close().await;
     fresh_pool.close().await;
 }
+
+/// The retention task's advisory lock key (lifecycle/retention.rs).
+const RETENTION_LOCK_KEY: i64 = 0x636f_676d_656d_0003;
+
+/// One modern-era MCP tool call over HTTP; `Ok(structuredContent)` or `Err(why)`.
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    tool: &str,
+    arguments: Value,
+) -> Result<Value, String> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "retention-test", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }},
+    });
+    let response = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|err| err.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|err| err.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    let value: Value = serde_json::from_str(&text).map_err(|_| format!("not JSON: {text}"))?;
+    if value["result"]["isError"] == Value::Bool(true) || value.get("error").is_some() {
+        return Err(value.to_string());
+    }
+    Ok(value["result"]["structuredContent"].clone())
+}
+
+async fn count_where(pool: &PgPool, condition: &str) -> i64 {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM l0_raw WHERE {condition}"
+    )))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_expires_old_turns_and_their_links_under_load_without_failed_calls() {
+    let database = stamped_database(Environment::Test).await;
+    let pool = pool(&database.url).await;
+    // The clock we control: rows written 20 days into the past (test keeps 14 days).
+    let old: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO l0_raw (session_id, speaker, content, created_at)
+         SELECT 'old-' || (g % 10), 'user', 'expired secret ' || g, now() - interval '20 days'
+         FROM generate_series(1, 600) g RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let recent: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO l0_raw (session_id, speaker, content, created_at)
+         SELECT 'recent', 'assistant', 'recent ' || g, now() - interval '13 days'
+         FROM generate_series(1, 300) g RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for n in 0..50 {
+        sqlx::query("INSERT INTO l2_insights (content, source_ids, created_at) VALUES ('mixed', $1, now() - interval '30 days')")
+            .bind(vec![old[n], recent[n]])
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("INSERT INTO l2_insights (content, source_ids) SELECT 'old only', ARRAY[$1::bigint] FROM generate_series(1, 10)")
+        .bind(old[100])
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Another "replica" holds the retention lock: this daemon must leave the purge to it.
+    let mut other_replica = PgConnection::connect(&database.url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(RETENTION_LOCK_KEY)
+        .execute(&mut other_replica)
+        .await
+        .unwrap();
+
+    let mut daemon = daemon::Launch::http(&database.url)
+        .env("COGMEM__MEMORY__RETENTION__INTERVAL_SECS", "1")
+        .env("COGMEM__MEMORY__RETENTION__BATCH_SIZE", "50")
+        .env("COGMEM__MEMORY__RETENTION__BATCH_PAUSE_MS", "5")
+        .env("COGMEM__SERVER__RATE_LIMIT__REQUESTS_PER_MINUTE", "1000000")
+        .spawn();
+    let base = daemon.ready();
+    let http = reqwest::Client::new();
+
+    // Load: writers and readers calling the tools the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stored = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|w| {
+            let (http, base, stop, stored, failures, calls) =
+                (http.clone(), base.clone(), stop.clone(), stored.clone(), failures.clone(), calls.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let result = if i % 3 == 0 {
+                        call(&http, &base, "search_memory", serde_json::json!({"query": "recent"})).await
+                    } else {
+                        call(&http, &base, "store_raw_dialogue", serde_json::json!({
+                            "session_id": format!("live-{w}"), "speaker": "user", "content": format!("live {w} {i}")
+                        }))
+                        .await
+                        .inspect(|value| stored.lock().unwrap().push(value["id"].as_i64().unwrap()))
+                    };
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    if let Err(err) = result {
+                        failures.lock().unwrap().push(err);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        count_where(&pool, "session_id LIKE 'old-%'").await,
+        600,
+        "nothing purged while another replica holds the lock"
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(RETENTION_LOCK_KEY)
+        .execute(&mut other_replica)
+        .await
+        .unwrap();
+    wait_until("the expired turns are gone", async || {
+        count_where(&pool, "session_id LIKE 'old-%'").await == 0
+    })
+    .await;
+    assert_eq!(
+        count_where(&pool, "session_id = 'recent'").await,
+        300,
+        "turns inside the window stay"
+    );
+    let mixed: Vec<Vec<i64>> = sqlx::query_scalar(
+        "SELECT source_ids FROM l2_insights WHERE content = 'mixed' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        mixed,
+        (0..50).map(|n| vec![recent[n]]).collect::<Vec<_>>(),
+        "links to expired turns are removed, others kept"
+    );
+    let old_only: Vec<Vec<i64>> =
+        sqlx::query_scalar("SELECT source_ids FROM l2_insights WHERE content = 'old only'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        old_only,
+        vec![Vec::<i64>::new(); 10],
+        "insights are kept (insight_days 0) without the expired links"
+    );
+
+    // Move more of the clock: 100 recent turns now lie in the past, while the load goes on.
+    sqlx::query("UPDATE l0_raw SET created_at = now() - interval '15 days' WHERE id = ANY($1)")
+        .bind(&recent[..100])
+        .execute(&pool)
+        .await
+        .unwrap();
+    wait_until("the newly expired turns are gone", async || {
+        count_where(&pool, "session_id = 'recent'").await == 200
+    })
+    .await;
+
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let calls = calls.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {calls} calls failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let stored = stored.lock().unwrap().clone();
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM l0_raw WHERE id = ANY($1)")
+        .bind(&stored)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(present as usize, stored.len(), "every new turn stays");
+    assert!(calls > 50, "the load ran ({calls} calls)");
+
+    let status = call(&http, &base, "memory_status", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(status["retention"]["raw_days"], 14, "{status}");
+    assert_eq!(status["retention"]["insight_days"], 0, "{status}");
+    assert!(status["retention"]["last_run_at"].is_string(), "{status}");
+    assert!(
+        status["backup"]["last_good_at"].is_null(),
+        "no backup yet: {status}"
+    );
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(15));
+    let log = daemon.stderr();
+    assert!(
+        log.contains("retention: removed"),
+        "the purge is logged:\n{log}"
+    );
+    assert!(!log.contains("expired secret"), "never the content");
+    println!("retention: {calls} calls under load, none failed");
+    pool.close().await;
+}
