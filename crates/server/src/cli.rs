@@ -64,7 +64,9 @@ pub enum Command {
     /// running the check (secret-file-mode); required secrets are set and not placeholders
     /// (secrets); the database connection uses TLS or stays on this machine (db-tls); the
     /// database answers within 2 s (db-connect), is stamped for this environment (db-stamp) and
-    /// has no pending migrations (db-migrations). Host checks: the installed
+    /// has no pending migrations (db-migrations); the last good backup is younger than
+    /// backup.max_age_hours (db-backup; WARN if there is none yet or the last attempt failed).
+    /// Host checks: the installed
     /// /etc/systemd/system/cognitive-memory-mcp.service passes `systemd-analyze verify`
     /// (unit-verify) and scores at most 1.0 in `systemd-analyze security` (unit-security).
     ///

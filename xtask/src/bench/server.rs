@@ -51,7 +51,7 @@ impl Launcher {
     }
 
     /// The test environment, a cleared environment but for `PATH`, the database and the token.
-    fn command(&mut self, args: &[&str]) -> Result<(Command, PathBuf)> {
+    pub fn command(&mut self, args: &[&str]) -> Result<(Command, PathBuf)> {
         self.next_log += 1;
         let log = self
             .dir
