@@ -13,6 +13,7 @@
 //! - `soak --minutes N`: a steady mixed load; fails when RSS grows or any call fails.
 //! - `verify-env [--env E]… [--json]`: the repository, every configured environment and the
 //!   environments against each other, checked; PASS/WARN/FAIL/SKIP with a fix per problem.
+//! - `image [--base IMAGE] [--binary FILE | --prebuilt] [--local-base]`: the container image.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,7 @@ mod bench;
 mod dev;
 mod dev_db;
 mod docs;
+mod image;
 mod install_service;
 mod release;
 mod setup_db;
@@ -92,6 +94,10 @@ enum Command {
     /// secret equal to a development or test one (secret-reuse), a database of its own each
     /// (database-separation), and each schema equal to production's (schema-drift).
     VerifyEnv(verify_env::VerifyEnvOptions),
+    /// Build the container image from deploy/container/Containerfile with podman (or docker):
+    /// from source with public base images, or from a host-built binary on a base assembled
+    /// locally (--local-base) where no registry can be reached.
+    Image(image::ImageOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +181,7 @@ fn main() -> Result<()> {
         Command::Bench(options) => bench::run(&root, &options),
         Command::Soak(options) => soak::run(&root, &options),
         Command::VerifyEnv(options) => verify_env::run(&root, &options),
+        Command::Image(options) => image::run(&root, &options),
     }
 }
 
