@@ -14,6 +14,7 @@
 //! - `verify-env [--env E]… [--json]`: the repository, every configured environment and the
 //!   environments against each other, checked; PASS/WARN/FAIL/SKIP with a fix per problem.
 //! - `image [--base IMAGE] [--binary FILE | --prebuilt] [--local-base]`: the container image.
+//! - `compose-check [--dir DIR]`: every environment's merged Compose file, validated.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use config_core::Environment;
 
 mod bench;
+mod compose_check;
 mod dev;
 mod dev_db;
 mod docs;
@@ -98,6 +100,13 @@ enum Command {
     /// from source with public base images, or from a host-built binary on a base assembled
     /// locally (--local-base) where no registry can be reached.
     Image(image::ImageOptions),
+    /// Validate every environment's merged Compose file (deploy/compose/compose.yaml plus
+    /// <environment>.yaml, merged by podman-compose) against the Compose specification
+    /// (check-jsonschema --builtin-schema vendor.compose-spec) and the deployment's rules:
+    /// read-only, no capabilities, no-new-privileges, secrets as files, a `health --ready`
+    /// healthcheck, a memory limit, no restart loop, and in staging/production no bundled
+    /// database and a migrate service the server waits for.
+    ComposeCheck(compose_check::ComposeCheckOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,6 +191,7 @@ fn main() -> Result<()> {
         Command::Soak(options) => soak::run(&root, &options),
         Command::VerifyEnv(options) => verify_env::run(&root, &options),
         Command::Image(options) => image::run(&root, &options),
+        Command::ComposeCheck(options) => compose_check::run(&root, &options),
     }
 }
 
