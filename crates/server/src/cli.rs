@@ -76,7 +76,8 @@ pub enum Command {
     /// database reachable, stamped and migrated), for container health checks: no curl or shell
     /// needed. Prints one line; exit 0 on a 2xx answer, 1 on anything else (refused, timed out,
     /// 503). The address is server.http.bind of the selected environment (0.0.0.0 is asked on
-    /// 127.0.0.1) unless --url names one; no secret is needed or read.
+    /// 127.0.0.1) unless --url names one; the rest of the configuration is not validated, so no
+    /// secret is needed.
     Health(HealthArgs),
 }
 

@@ -4,7 +4,7 @@
 //! One HTTP/1.1 `GET` over a plain TCP connection, with a deadline; exit 0 on a 2xx answer, 1
 //! otherwise, and exactly one line of output either way. The default address is the configured
 //! `server.http.bind` (an unspecified address such as `0.0.0.0` is asked on loopback), read
-//! without validating the rest of the configuration: a probe must not need, read or judge the
+//! without validating the rest of the configuration: a probe must not need or judge the
 //! secrets, and must answer the same question as the server's own listener.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
