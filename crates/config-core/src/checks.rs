@@ -31,10 +31,18 @@ fn looks_like_placeholder(part: &str) -> bool {
 }
 
 /// The permission bits of a file if group or others may access it (like ssh refusing a key).
+///
+/// One pattern passes: a root-owned file readable (not writable) by the process's own,
+/// non-root group and nobody else. That is how the kubelet mounts a Secret for a pod's
+/// `fsGroup` (it adds group read to `defaultMode`), and the group is the pod's alone.
 pub fn loose_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = std::fs::metadata(path).ok()?;
+    let mode = metadata.permissions().mode() & 0o777;
+    let own_group = rustix::process::getegid().as_raw();
+    let pod_secret =
+        mode & 0o077 == 0o040 && metadata.uid() == 0 && own_group != 0 && metadata.gid() == own_group;
+    (mode & 0o077 != 0 && !pod_secret).then_some(mode)
 }
 
 /// A connection URL without its password or query (except `sslmode`), for logs, errors and

@@ -226,6 +226,7 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
          WHERE {OUR_TABLES}"
     )))
     .bind(HISTORY_TABLE)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::query(context))?;
@@ -247,6 +248,7 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
          WHERE {OUR_TABLES} AND a.attnum > 0 AND NOT a.attisdropped"
     )))
     .bind(HISTORY_TABLE)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::query(context))?;
@@ -283,6 +285,7 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
             "{select}\n         WHERE {OUR_TABLES}"
         )))
         .bind(HISTORY_TABLE)
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await
         .map_err(DbError::query(context))?;

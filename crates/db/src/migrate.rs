@@ -146,6 +146,7 @@ pub(crate) async fn applied_migrations(
     let rows: Vec<(i32, String, String)> = sqlx::query_as(
         "SELECT version, name, checksum FROM refinery_schema_history ORDER BY version",
     )
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::query("read the migration history"))?;
@@ -245,6 +246,7 @@ impl AsyncTransaction for Refinery<'_> {
 impl AsyncQuery<Vec<Migration>> for Refinery<'_> {
     async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
         let rows: Vec<(i32, String, String, String)> = sqlx::query_as(AssertSqlSafe(query))
+            .persistent(false)
             .fetch_all(&mut *self.0)
             .await?;
         rows.into_iter()

@@ -102,6 +102,7 @@ async fn stamp_locked(
     sqlx::query("INSERT INTO environment_stamp (environment, stamped_by) VALUES ($1, $2)")
         .bind(environment.as_str())
         .bind(stamped_by)
+        .persistent(false)
         .execute(&mut *conn)
         .await
         .map_err(DbError::query("write the environment stamp"))?;
@@ -118,6 +119,7 @@ pub(crate) async fn read_stamp(conn: &mut PgConnection) -> Result<Option<Stamp>,
                   to_char(stamped_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), stamped_by
            FROM environment_stamp"#,
     )
+    .persistent(false)
     .fetch_optional(&mut *conn)
     .await
     .map_err(DbError::query("read the environment stamp"))?;
@@ -145,6 +147,7 @@ async fn holds_memories(conn: &mut PgConnection) -> Result<bool, DbError> {
             let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT EXISTS (SELECT 1 FROM {table})"
             )))
+            .persistent(false)
             .fetch_one(&mut *conn)
             .await
             .map_err(DbError::query(format!("look for rows in {table}")))?;

@@ -268,6 +268,8 @@ const RECENT_INSIGHTS: &str = concat!(
 pub struct MemoryStore {
     pool: PgPool,
     limits: MemoryLimits,
+    /// `database.prepared_statements`: false behind a pooler in transaction mode.
+    named_statements: bool,
 }
 
 /// Shows the limits and pool occupancy, never connection options (they hold the password).
@@ -283,7 +285,18 @@ impl fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     pub fn new(pool: PgPool, limits: MemoryLimits) -> Self {
-        MemoryStore { pool, limits }
+        MemoryStore {
+            pool,
+            limits,
+            named_statements: true,
+        }
+    }
+
+    /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
+    /// (`database.prepared_statements`); with `true` (the default) each connection caches them.
+    pub fn with_prepared_statements(mut self, named: bool) -> Self {
+        self.named_statements = named;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -302,6 +315,7 @@ impl MemoryStore {
             .bind(p.speaker.as_str())
             .bind(&p.content)
             .bind(metadata)
+            .persistent(self.named_statements)
             .fetch_one(&self.pool)
             .await?;
         Ok(StoredTurn {
@@ -320,6 +334,7 @@ impl MemoryStore {
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = sqlx::query_scalar(MISSING_SOURCES)
                 .bind(&insight.source_ids)
+                .persistent(self.named_statements)
                 .fetch_all(&mut *tx)
                 .await?;
             if !missing.is_empty() {
@@ -332,6 +347,7 @@ impl MemoryStore {
             .bind(&insight.source_ids)
             .bind(&insight.tags)
             .bind(insight.importance)
+            .persistent(self.named_statements)
             .fetch_one(&mut *tx)
             .await?;
         let stored = StoredInsight {
@@ -382,6 +398,7 @@ impl MemoryStore {
     async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
         let row = sqlx::query(QUERY_SHAPE)
             .bind(query)
+            .persistent(self.named_statements)
             .fetch_one(&self.pool)
             .await?;
         let empty: bool = row.try_get("empty")?;
@@ -407,6 +424,7 @@ impl MemoryStore {
             .bind(&p.session_id)
             .bind(before_id)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+            .persistent(self.named_statements)
             .fetch_all(&self.pool)
             .await?;
         let more = rows.len() > limit;
@@ -439,6 +457,7 @@ impl MemoryStore {
             ForgetTarget::Session(session_id) => {
                 let raw = sqlx::query_scalar(DELETE_SESSION)
                     .bind(session_id)
+                    .persistent(self.named_statements)
                     .fetch_all(&mut *tx)
                     .await?;
                 (raw, Vec::new())
@@ -458,6 +477,7 @@ impl MemoryStore {
                 } else {
                     sqlx::query_scalar(DELETE_INSIGHTS)
                         .bind(&insight_ids)
+                        .persistent(self.named_statements)
                         .fetch_all(&mut *tx)
                         .await?
                 };
@@ -466,6 +486,7 @@ impl MemoryStore {
                 } else {
                     sqlx::query_scalar(DELETE_RAW)
                         .bind(&raw_ids)
+                        .persistent(self.named_statements)
                         .fetch_all(&mut *tx)
                         .await?
                 };
@@ -487,6 +508,7 @@ impl MemoryStore {
         } else {
             sqlx::query_scalar(UNLINK)
                 .bind(&raw_deleted)
+                .persistent(self.named_statements)
                 .fetch_all(&mut *tx)
                 .await?
         };
@@ -505,7 +527,10 @@ impl MemoryStore {
     /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
     /// for a status tool, too heavy for a liveness probe.
     pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
-        let row = sqlx::query(STATUS).fetch_one(&self.pool).await?;
+        let row = sqlx::query(STATUS)
+            .persistent(self.named_statements)
+            .fetch_one(&self.pool)
+            .await?;
         let has_history: bool = row.try_get("has_history")?;
         let schema_version = if has_history {
             sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
@@ -530,6 +555,7 @@ impl MemoryStore {
         let limit = resolve_limit(Some(limit), &self.limits)?;
         let rows = sqlx::query(RECENT_INSIGHTS)
             .bind(i64::from(limit))
+            .persistent(self.named_statements)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
