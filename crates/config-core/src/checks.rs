@@ -40,8 +40,10 @@ pub fn loose_mode(path: &Path) -> Option<u32> {
     let metadata = std::fs::metadata(path).ok()?;
     let mode = metadata.permissions().mode() & 0o777;
     let own_group = rustix::process::getegid().as_raw();
-    let pod_secret =
-        mode & 0o077 == 0o040 && metadata.uid() == 0 && own_group != 0 && metadata.gid() == own_group;
+    let pod_secret = mode & 0o077 == 0o040
+        && metadata.uid() == 0
+        && own_group != 0
+        && metadata.gid() == own_group;
     (mode & 0o077 != 0 && !pod_secret).then_some(mode)
 }
 
