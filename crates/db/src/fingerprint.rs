@@ -115,8 +115,10 @@ impl fmt::Display for SchemaDifference {
 
 /// Fingerprint the connected database.
 pub async fn fingerprint(pool: &PgPool) -> Result<SchemaFingerprint, DbError> {
+    // A read-only transaction, rolled back on drop: through a pooler in transaction mode it
+    // keeps one server connection for each statement's two exchanges (Parse, then Bind).
     let mut conn = pool
-        .acquire()
+        .begin()
         .await
         .map_err(DbError::query("get a connection"))?;
     let database = current_database(&mut conn).await?;

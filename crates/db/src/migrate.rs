@@ -82,8 +82,10 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrationReport, DbError> {
 /// The embedded migrations not yet applied, in order. Fails like [`migrate`] on edited or
 /// unknown applied migrations.
 pub async fn pending(pool: &PgPool) -> Result<Vec<MigrationInfo>, DbError> {
+    // A read-only transaction, rolled back on drop: through a pooler in transaction mode it
+    // keeps one server connection for each statement's two exchanges (Parse, then Bind).
     let mut conn = pool
-        .acquire()
+        .begin()
         .await
         .map_err(DbError::query("get a connection"))?;
     let applied = applied_migrations(&mut conn).await?;

@@ -58,8 +58,10 @@ pub async fn stamp(
 
 /// The stamp, if it names `running`; otherwise why this process must not use the database.
 pub async fn check_stamp(pool: &PgPool, running: Environment) -> Result<Stamp, DbError> {
+    // A read-only transaction, rolled back on drop: through a pooler in transaction mode it
+    // keeps one server connection for each statement's two exchanges (Parse, then Bind).
     let mut conn = pool
-        .acquire()
+        .begin()
         .await
         .map_err(DbError::query("get a connection"))?;
     match read_stamp(&mut conn).await? {
