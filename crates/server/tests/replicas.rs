@@ -123,11 +123,11 @@ async fn a_rolling_restart_of_three_replicas_loses_no_call_and_no_write() {
     }
 
     // Replace each replica in turn, as a rollout with maxSurge 1 / maxUnavailable 0 does.
-    for index in 0..REPLICAS {
+    for (index, slot) in replicas.iter_mut().enumerate() {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let (new, new_address) = tokio::task::block_in_place(|| launch(&database.url));
         proxy.add(new_address);
-        let (mut old, old_address) = std::mem::replace(&mut replicas[index], (new, new_address));
+        let (mut old, old_address) = std::mem::replace(slot, (new, new_address));
         proxy.remove(old_address);
         tokio::time::sleep(ENDPOINT_DRAIN).await;
         old.signal("TERM");
