@@ -98,7 +98,7 @@ pub struct HttpConfig {
     pub max_in_flight: usize,
     /// Bytes of request bodies held in memory across all requests at once (at least
     /// `max_body_bytes`); a request that finds the budget spent waits briefly, then gets 503.
-    #[config(default = "33554432")]
+    #[config(default = "16777216")]
     pub max_buffered_body_bytes: usize,
     /// Addresses of reverse proxies whose `X-Forwarded-For` header names the client; empty
     /// means the header is ignored and the connection's address is the client.

@@ -5,8 +5,11 @@
 //!   still sending its first header) is closed to admit the new one, so idle and slowloris
 //!   clients can never lock out `/health` or a real client. Only when every connection is busy
 //!   with a request is the new one refused (closed at once).
-//! - A client must send a request's headers within the header-read timeout (hyper closes the
-//!   connection otherwise), and an idle keep-alive connection is closed after the idle timeout.
+//! - A client must send a request's headers within the header-read timeout, counted from the
+//!   connection's opening or, on a kept-alive connection, from the first byte of the next
+//!   request; a kept-alive connection with no request in progress is closed after the idle
+//!   timeout. (hyper's own header timer also runs while a kept-alive connection is idle, so it
+//!   is off and a sweeper enforces both.)
 //! - Running out of descriptors (`EMFILE`) never spins the loop: the idlest connection is closed
 //!   and accepting pauses briefly.
 //!
@@ -130,7 +133,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let table = Arc::new(Table::default());
     let connections = TaskTracker::new();
-    let sweeper = tokio::spawn(sweep_idle(table.clone(), limits.idle_timeout, stop.clone()));
+    let sweeper = tokio::spawn(sweep(table.clone(), limits, stop.clone()));
     let mut last_resource_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -165,7 +168,6 @@ pub async fn serve(
             stream,
             peer,
             router.clone(),
-            limits,
             entry,
             table.clone(),
             stop.clone(),
@@ -197,7 +199,6 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     router: Router,
-    limits: ConnectionLimits,
     entry: Arc<Entry>,
     table: Arc<Table>,
     stop: CancellationToken,
@@ -214,9 +215,14 @@ async fn serve_connection(
             response
         }
     });
+    let stream = Tracked {
+        inner: stream,
+        entry: entry.clone(),
+        epoch,
+    };
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
@@ -263,6 +269,9 @@ struct Entry {
     busy: AtomicUsize,
     /// Milliseconds since the table's epoch when the connection last finished a request (or opened).
     idle_since_ms: AtomicU64,
+    /// Milliseconds since the epoch at which the headers of the next request started to arrive
+    /// (the opening, for a new connection); [`NOT_READING`] while idle between requests or busy.
+    reading_since_ms: AtomicU64,
     evict: CancellationToken,
 }
 
@@ -286,6 +295,7 @@ impl Table {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             busy: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(self.now_ms()),
+            reading_since_ms: AtomicU64::new(self.now_ms()),
             evict: CancellationToken::new(),
         });
         self.lock().insert(entry.id, entry.clone());
@@ -315,32 +325,110 @@ impl Table {
         }
     }
 
-    /// Closes every connection idle for longer than `timeout`.
-    fn evict_idle_for(&self, timeout: Duration) {
+    /// Closes every connection that took longer than the header timeout to send its headers or
+    /// stayed idle between requests for longer than the idle timeout.
+    fn evict_expired(&self, limits: ConnectionLimits) {
         let now = self.now_ms();
-        let limit = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let (header, idle) = (
+            millis(limits.header_read_timeout),
+            millis(limits.idle_timeout),
+        );
         let mut entries = self.lock();
         entries.retain(|_, entry| {
-            let idle = entry.busy.load(Ordering::Acquire) == 0
-                && now.saturating_sub(entry.idle_since_ms.load(Ordering::Relaxed)) > limit;
-            if idle {
+            if entry.busy.load(Ordering::Acquire) > 0 {
+                return true;
+            }
+            let reading = entry.reading_since_ms.load(Ordering::Relaxed);
+            let expired = if reading == NOT_READING {
+                now.saturating_sub(entry.idle_since_ms.load(Ordering::Relaxed)) > idle
+            } else {
+                now.saturating_sub(reading) > header
+            };
+            if expired {
                 entry.evict.cancel();
             }
-            !idle
+            !expired
         });
     }
 }
 
-/// Checks for idle connections a few times per idle timeout (at least once a second).
-async fn sweep_idle(table: Arc<Table>, timeout: Duration, stop: CancellationToken) {
-    let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+/// `reading_since_ms` while no request is arriving.
+const NOT_READING: u64 = u64::MAX;
+
+/// Checks the timeouts a few times per timeout (at least once a second).
+async fn sweep(table: Arc<Table>, limits: ConnectionLimits, stop: CancellationToken) {
+    let shortest = limits.header_read_timeout.min(limits.idle_timeout);
+    let period = (shortest / 8).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticks.tick() => table.evict_idle_for(timeout),
+            _ = ticks.tick() => table.evict_expired(limits),
         }
+    }
+}
+
+/// The client socket, noting when the bytes of a new request start to arrive.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    entry: Arc<Entry>,
+    epoch: Instant,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before
+            && self.entry.busy.load(Ordering::Acquire) == 0
+            && self.entry.reading_since_ms.load(Ordering::Relaxed) == NOT_READING
+        {
+            let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            self.entry.reading_since_ms.store(now, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -353,6 +441,7 @@ struct Busy {
 impl Busy {
     fn start(entry: Arc<Entry>, epoch: Instant) -> Self {
         entry.busy.fetch_add(1, Ordering::AcqRel);
+        entry.reading_since_ms.store(NOT_READING, Ordering::Relaxed);
         Self { entry, epoch }
     }
 }
