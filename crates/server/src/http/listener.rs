@@ -38,6 +38,8 @@ use crate::config::HttpConfig;
 /// Descriptors kept free besides the database pool: listener, journal/log pipes, notify socket,
 /// DNS/TLS files, the watchdog probe, and headroom to accept a connection while at the limit.
 pub const FD_RESERVE: u64 = 64;
+/// Longest wait for a connection without a request in progress to close after it was told to.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Pause after `accept` failed for lack of descriptors (or another resource).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -226,20 +228,23 @@ async fn serve_connection(
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
-    let evicted = tokio::select! {
-        _ = connection.as_mut() => false,
-        _ = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.as_mut().await;
-            false
-        }
-        _ = entry.evict.cancelled() => true,
+    let ended = tokio::select! {
+        _ = connection.as_mut() => true,
+        _ = stop.cancelled() => false,
+        _ = entry.evict.cancelled() => false,
     };
-    // An evicted connection without a request in progress is closed by dropping it; one whose
-    // request started after the choice was made finishes that request first.
-    if evicted && entry.busy.load(Ordering::Acquire) > 0 {
+    let receiving_header = entry.reading_since_ms.load(Ordering::Relaxed) != NOT_READING;
+    if !ended && !(receiving_header && entry.busy.load(Ordering::Acquire) == 0) {
+        // Stop accepting requests on this connection: hyper closes an idle one at once and one
+        // writing a response after it. A connection still receiving a header owes nobody an
+        // answer and is simply dropped (hyper would wait for the header).
         connection.as_mut().graceful_shutdown();
-        let _ = connection.as_mut().await;
+        if entry.busy.load(Ordering::Acquire) > 0 {
+            // A request is being handled: it finishes (the daemon's drain bounds this).
+            let _ = connection.as_mut().await;
+        } else {
+            let _ = tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await;
+        }
     }
     table.remove(entry.id);
 }
