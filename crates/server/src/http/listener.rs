@@ -233,8 +233,10 @@ async fn serve_connection(
         _ = stop.cancelled() => false,
         _ = entry.evict.cancelled() => false,
     };
+    let busy = entry.busy.load(Ordering::Acquire) > 0;
     let receiving_header = entry.reading_since_ms.load(Ordering::Relaxed) != NOT_READING;
-    if !ended && !(receiving_header && entry.busy.load(Ordering::Acquire) == 0) {
+    let owes_an_answer = busy || !receiving_header;
+    if !ended && owes_an_answer {
         // Stop accepting requests on this connection: hyper closes an idle one at once and one
         // writing a response after it. A connection still receiving a header owes nobody an
         // answer and is simply dropped (hyper would wait for the header).
