@@ -28,7 +28,7 @@ use crate::health::{self, Health};
 use crate::http::{self, Guard};
 use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
-use crate::memory::{MemoryLimits, MemoryStore};
+use crate::memory::{MemoryLimits, MemoryStore, SearchSettings};
 
 /// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
 const EXTEND_SLACK: Duration = Duration::from_secs(10);
@@ -266,7 +266,8 @@ impl Daemon {
         let database = current_database(&pool).await;
 
         let health = Arc::new(Health::new(environment));
-        let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory));
+        let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory))
+            .with_search_settings(SearchSettings::from_config(&self.config.memory.search));
         let app = Arc::new(AppState::new(
             environment,
             store,
