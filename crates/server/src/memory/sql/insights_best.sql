@@ -4,8 +4,7 @@
 -- as for raw turns (raw_best.sql), on the same scale, with the insight's importance (0..1)
 -- weighing in by $6 (importance_weight). Ties: newest first.
 --
--- Planner notes: as in raw_best.sql (every match is read from the GIN index and ranked);
--- with the RUM index, insights_candidates_rum.sql is used instead.
+-- Planner notes: as in raw_best.sql (every match is found in the GIN index, read and ranked).
 SELECT i.id,
        extract(epoch FROM i.created_at)::float8 AS created,
        c.relevance,

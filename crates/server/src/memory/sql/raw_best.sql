@@ -11,8 +11,9 @@
 -- planner estimates the match count from the column statistics and, with a session, chooses
 -- between the session's rows (`l0_raw_session_id_id_idx`, frequent words) and the GIN index
 -- (rare words). `$6::text IS NULL` folds away the same way. Every match's row is read to rank
--- it: for a word in 2 % of a million turns that is ~20,000 rows (see docs/benchmarks.md);
--- with the RUM index, raw_candidates_rum.sql serves searches without a session instead.
+-- it (GIN stores no positions or weights, so each match is also rechecked on its row): the
+-- cost grows with the number of matches, ~20,000 rows for a word in 2 % of a million turns
+-- (see docs/benchmarks.md, search).
 -- `querytree(...) <> 'T'` is false for a query without any positive word (`-word` alone),
 -- which would match nearly everything: checked once, before any scan. A row-level security
 -- policy adds its own condition to this WHERE; nothing here depends on seeing every row.
