@@ -13,6 +13,7 @@
 //! from a database without it; and it ranks every match inside the index too.
 
 use std::cmp::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -87,12 +88,13 @@ pub struct SearchStatus {
     pub importance_weight: f64,
 }
 
-/// The parameter a ranking statement takes after the five common ones (`$6`).
+/// The parameter a ranking statement takes after the five common ones (`$6`; `$7` is the
+/// instant the recency boost is computed for).
 #[derive(Debug, Clone, Copy)]
 enum Extra<'a> {
     /// raw_best.sql: the session filter, or none.
     Session(Option<&'a str>),
-    /// insights_*.sql: `importance_weight`.
+    /// insights_best.sql: `importance_weight`.
     ImportanceWeight,
 }
 
@@ -142,16 +144,20 @@ impl MemoryStore {
     pub async fn search(&self, p: SearchMemory) -> Result<SearchResults, MemoryError> {
         let (layer, limit) = p.validate(self.limits())?;
         let session = p.session_id.as_deref();
+        // One instant for the recency boost of both layers.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let mut ranked = Vec::new();
         if layer != Layer::Insights {
             ranked.extend(
-                self.best_of_layer(ItemLayer::Raw, &p.query, session, limit)
+                self.best_of_layer(ItemLayer::Raw, &p.query, session, limit, now)
                     .await?,
             );
         }
         if layer != Layer::Raw {
             ranked.extend(
-                self.best_of_layer(ItemLayer::Insight, &p.query, None, limit)
+                self.best_of_layer(ItemLayer::Insight, &p.query, None, limit, now)
                     .await?,
             );
         }
@@ -172,12 +178,13 @@ impl MemoryStore {
         query: &str,
         session: Option<&str>,
         limit: u32,
+        now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
         let (sql, extra) = match layer {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(sql, layer, query, limit, extra).await
+        self.ranked_rows(sql, layer, query, limit, extra, now).await
     }
 
     async fn ranked_rows(
@@ -187,6 +194,7 @@ impl MemoryStore {
         query: &str,
         count: u32,
         extra: Extra<'_>,
+        now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
         let settings = self.search_settings();
         // Planned for these values each time (an unnamed statement): see the planner notes.
@@ -201,6 +209,7 @@ impl MemoryStore {
             Extra::Session(session) => statement.bind(session),
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
+        let statement = statement.bind(now);
         let rows = statement.fetch_all(self.pool()).await?;
         rows.iter()
             .map(|row| ranked(row, layer))

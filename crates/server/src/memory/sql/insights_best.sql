@@ -8,7 +8,7 @@
 SELECT i.id,
        extract(epoch FROM i.created_at)::float8 AS created,
        c.relevance,
-       c.relevance * (1 + $4 * power(0.5, greatest(extract(epoch FROM now() - i.created_at)::float8, 0) / $5))
+       c.relevance * (1 + $4 * power(0.5, greatest($7 - extract(epoch FROM i.created_at)::float8, 0) / $5))
                    * (1 + $6 * (i.importance::float8 - 0.5)) AS score
 FROM l2_insights i
 CROSS JOIN LATERAL (

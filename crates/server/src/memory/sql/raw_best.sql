@@ -1,7 +1,8 @@
 -- The best $3 raw turns for query $1 (stemmed in languages $2), ranked over every match;
 -- optionally only those of session $6.
 --
--- score = relevance × (1 + $4 × 0.5 ^ (age / $5 seconds)): relevance is `ts_rank_cd` over
+-- score = relevance × (1 + $4 × 0.5 ^ (age / $5 seconds)), the age at $7 (seconds since the
+-- epoch, one instant for both layers of a search, so they are boosted alike): relevance is `ts_rank_cd` over
 -- `search_tsv` (exact words weigh 1.0, English stems 0.4, German stems 0.2; covers of several
 -- query words close together count more), lightly boosted by recency ($4 = recency_weight,
 -- $5 = its half-life). Ties: newest first.
@@ -20,7 +21,7 @@
 SELECT r.id,
        extract(epoch FROM r.created_at)::float8 AS created,
        c.relevance,
-       c.relevance * (1 + $4 * power(0.5, greatest(extract(epoch FROM now() - r.created_at)::float8, 0) / $5)) AS score
+       c.relevance * (1 + $4 * power(0.5, greatest($7 - extract(epoch FROM r.created_at)::float8, 0) / $5)) AS score
 FROM l0_raw r
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(r.search_tsv, search_query($1, $2))::float8 AS relevance
