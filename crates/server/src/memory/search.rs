@@ -210,7 +210,9 @@ impl MemoryStore {
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
         let statement = statement.bind(now);
-        let rows = statement.fetch_all(self.pool()).await?;
+        let mut lease = self.lease().await?;
+        let rows = statement.fetch_all(lease.conn()).await?;
+        lease.done().await?;
         rows.iter()
             .map(|row| ranked(row, layer))
             .collect::<Result<_, sqlx::Error>>()
@@ -226,13 +228,16 @@ impl MemoryStore {
             })
             .collect();
         let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
+        let mut lease = self.lease().await?;
         let rows = sqlx::query(HIT_DETAILS)
             .bind(&layers)
             .bind(&ids)
             .bind(query)
             .bind(&self.search_settings().languages)
-            .fetch_all(self.pool())
+            .persistent(self.named_statements())
+            .fetch_all(lease.conn())
             .await?;
+        lease.done().await?;
         let mut hits = Vec::with_capacity(rows.len());
         for (row, rank) in rows.iter().zip(ranked) {
             let found: bool = row.try_get("found")?;
@@ -257,11 +262,14 @@ impl MemoryStore {
 
     /// After a search without hits: an error if the query could never match.
     async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
+        let mut lease = self.lease().await?;
         let row = sqlx::query(QUERY_SHAPE)
             .bind(query)
             .bind(&self.search_settings().languages)
-            .fetch_one(self.pool())
+            .persistent(self.named_statements())
+            .fetch_one(lease.conn())
             .await?;
+        lease.done().await?;
         let empty: bool = row.try_get("empty")?;
         let unindexable: bool = row.try_get("unindexable")?;
         if !empty && unindexable {
