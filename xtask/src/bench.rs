@@ -16,6 +16,7 @@
 mod config_load;
 pub(crate) mod http;
 pub(crate) mod load;
+mod relevance;
 pub(crate) mod report;
 mod seed;
 pub(crate) mod server;
@@ -483,11 +484,58 @@ async fn fixed_costs(
     println!("bench: migrations and schema fingerprint");
     figures.extend(migrations(cluster, profile).await?);
 
+    println!("bench: known-item relevance");
+    let vocabulary = Vocabulary::new(VOCABULARY);
+    figures.extend(known_item_relevance(cluster, &vocabulary).await?);
+
     println!("bench: start-up");
     let startup_url = stamped_database(cluster).await?;
     let mut launcher = Launcher::new(binary, root, &startup_url)?;
     figures.extend(startup(&mut launcher, profile)?);
     Ok(figures)
+}
+
+/// recall@5 and MRR of `search_memory` on a known-item corpus, now and with the ranking before
+/// issue #18 (see bench/relevance.rs).
+async fn known_item_relevance(
+    cluster: &TestCluster,
+    vocabulary: &Vocabulary,
+) -> Result<Vec<Figure>> {
+    let url = stamped_database(cluster).await?;
+    let measured = relevance::measure(&url, vocabulary).await?;
+    let label = |when: &str| {
+        format!(
+            "known-item search ({} memories, {} queries, one relevant item each): {when}",
+            grouped(measured.memories as f64),
+            measured.now.queries
+        )
+    };
+    let unit = |scores: &relevance::Scores| {
+        format!(
+            "recall@{} ({}/{}); MRR {}",
+            relevance::K,
+            scores.found,
+            scores.queries,
+            report::number(scores.mrr)
+        )
+    };
+    Ok(vec![
+        Figure::single(
+            "search.relevance",
+            &label("ranking over every match (now)"),
+            measured.now.recall(),
+            &unit(&measured.now),
+        )
+        .with("mrr", measured.now.mrr)
+        .with_goal(Goal::at_least("recall@5", measured.now.recall(), 1.0, "")),
+        Figure::single(
+            "search.relevance.before",
+            &label("before #18 (200 newest matches per layer, exact words)"),
+            measured.before.recall(),
+            &unit(&measured.before),
+        )
+        .with("mrr", measured.before.mrr),
+    ])
 }
 
 async fn migrations(cluster: &TestCluster, profile: &Profile) -> Result<Vec<Figure>> {

@@ -177,6 +177,18 @@ pub struct SearchConfig {
     /// Most hits a search may ask for.
     #[config(default = "50")]
     pub max_limit: u32,
+    /// Languages whose word forms a search also matches, besides the exact words (which rank first): any of `english`, `german` (the forms migration V2 stores); `[]` for exact words only.
+    #[config(default = "[\"english\", \"german\"]")]
+    pub languages: Vec<String>,
+    /// Recency boost, 0 to 1: a memory stored now scores up to 1 + this times its relevance, the boost halving every `recency_half_life_days`; 0 leaves recency a tie-breaker only (equal scores: newest first).
+    #[config(default = "0.1")]
+    pub recency_weight: f64,
+    /// Half-life of the recency boost, in days (more than 0).
+    #[config(default = "30")]
+    pub recency_half_life_days: f64,
+    /// How much an insight's importance (0 to 1) weighs, 0 to 1: its score is multiplied by 1 + this × (importance − 0.5).
+    #[config(default = "0.2")]
+    pub importance_weight: f64,
 }
 
 /// Shortest bearer token accepted in staging and production.
@@ -272,6 +284,26 @@ fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
                 search.max_limit
             ),
         );
+    }
+    for (index, language) in search.languages.iter().enumerate() {
+        if !crate::memory::SEARCH_LANGUAGES.contains(&language.as_str()) {
+            v.error(
+                &format!("search.languages[{index}]"),
+                format!(
+                    "must be one of {} (the word forms migration V2 stores)",
+                    crate::memory::SEARCH_LANGUAGES.join(", ")
+                ),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&search.recency_weight) {
+        v.error("search.recency_weight", "must be from 0 to 1");
+    }
+    if !(search.recency_half_life_days.is_finite() && search.recency_half_life_days > 0.0) {
+        v.error("search.recency_half_life_days", "must be more than 0");
+    }
+    if !(0.0..=1.0).contains(&search.importance_weight) {
+        v.error("search.importance_weight", "must be from 0 to 1");
     }
     if memory.max_content_bytes == 0 {
         v.error("max_content_bytes", "must be at least 1");

@@ -27,7 +27,7 @@ use crate::health::{self, Health};
 use crate::http::{self, Guard};
 use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
-use crate::memory::{MemoryLimits, MemoryStore};
+use crate::memory::{MemoryLimits, MemoryStore, SearchSettings};
 
 /// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
 const EXTEND_SLACK: Duration = Duration::from_secs(10);
@@ -268,6 +268,7 @@ impl Daemon {
 
         let health = Arc::new(Health::new(environment));
         let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory))
+            .with_search_settings(SearchSettings::from_config(&self.config.memory.search))
             .with_prepared_statements(self.config.database.prepared_statements);
         let app = Arc::new(AppState::new(
             environment,
