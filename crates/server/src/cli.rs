@@ -100,6 +100,13 @@ pub enum Command {
     /// Read an export from stdin into the environment's database: new ids, links preserved,
     /// all or nothing, and importing the same file again adds nothing.
     Import,
+    /// Ask a running server whether it is alive (GET /health) or ready (--ready: GET /ready,
+    /// database reachable, stamped and migrated), for container health checks: no curl or shell
+    /// needed. Prints one line; exit 0 on a 2xx answer, 1 on anything else (refused, timed out,
+    /// 503). The address is server.http.bind of the selected environment (0.0.0.0 is asked on
+    /// 127.0.0.1) unless --url names one; the rest of the configuration is not validated, so no
+    /// secret is needed.
+    Health(HealthArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -135,6 +142,19 @@ pub struct ExportArgs {
     /// Only memories created at or after T (e.g. 2026-11-01 or 2026-11-01T08:00:00Z).
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Ask /ready (database, stamp and schema checked) instead of /health (the process answers).
+    #[arg(long)]
+    pub ready: bool,
+    /// Base URL of the server, e.g. http://127.0.0.1:8765; defaults to server.http.bind.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Seconds to wait for the whole answer.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]

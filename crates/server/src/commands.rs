@@ -29,6 +29,7 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
             with_config(cli, env, |loaded| lifecycle::export::command(loaded, args))
         }
         Command::Import => with_config(cli, env, lifecycle::import::command),
+        Command::Health(args) => crate::probe::run(cli, args, env),
     }
 }
 
@@ -83,7 +84,8 @@ fn migrate(cli: &Cli, args: &MigrateArgs, env: &EnvSnapshot) -> u8 {
         }
     };
     let result = runtime.block_on(async {
-        let pool = db::connect(database, |progress| {
+        // Stamping and migrating take the session schema lock: past any pooler.
+        let pool = db::connect_direct(database, |progress| {
             eprintln!("waiting for the database: {progress}")
         })
         .await?;

@@ -26,8 +26,9 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::http::REQUEST_ID_HEADER;
 use crate::memory::{
-    Forget, ForgetReport, GetSession, MemoryError, SearchMemory, SearchResults, SessionPage,
-    StoreInsight, StoreRawDialogue, StoredInsight, StoredTurn,
+    Forget, ForgetReport, GetSession, MemoryError, SEARCH_TOOL_DESCRIPTION, SearchMemory,
+    SearchResults, SearchStatus, SessionPage, StoreInsight, StoreRawDialogue, StoredInsight,
+    StoredTurn,
 };
 
 /// The name clients show for this server.
@@ -65,6 +66,8 @@ pub struct MemoryStatus {
     pub backup: crate::lifecycle::BackupStatus,
     /// The retention policy and what its last run removed.
     pub retention: crate::lifecycle::RetentionStatus,
+    /// How searches rank: word-form languages, recency and importance weights.
+    pub search: SearchStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -106,7 +109,7 @@ impl MemoryServer {
     }
 
     #[tool(
-        description = "Full-text search over insights and raw dialogue, best matches first. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Each layer ranks its 200 most recent matches: add words, a phrase or a session_id to reach older memories of frequent words.",
+        description = SEARCH_TOOL_DESCRIPTION,
         output_schema = schema_for_output::<SearchResults>()
     )]
     async fn search_memory(&self, Parameters(params): Parameters<SearchMemory>) -> CallToolResult {
@@ -156,6 +159,7 @@ impl MemoryServer {
     async fn status(&self) -> Result<MemoryStatus, MemoryError> {
         let store = self.app.store.status().await?;
         let lifecycle = crate::lifecycle::read_status(self.app.store.pool()).await?;
+        let search = self.app.store.search_status();
         Ok(MemoryStatus {
             environment: self.app.environment.as_str().to_owned(),
             database: store.database,
@@ -165,6 +169,7 @@ impl MemoryServer {
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
             backup: lifecycle.backup,
             retention: lifecycle.retention,
+            search,
         })
     }
 

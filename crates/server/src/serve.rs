@@ -6,7 +6,6 @@
 //! database monitor, SIGHUP reloads, and on SIGTERM/SIGINT `STOPPING=1` and a bounded drain.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,17 +27,18 @@ use crate::health::{self, Health};
 use crate::http::{self, Guard};
 use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
-use crate::memory::{MemoryLimits, MemoryStore};
+use crate::memory::{MemoryLimits, MemoryStore, SearchSettings};
 
 /// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
 const EXTEND_SLACK: Duration = Duration::from_secs(10);
 /// Longest wait for the pool's connections to close after the drain.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys SIGHUP applies without a restart; any other changed key is reported as needing one.
-const LIVE_KEYS: [&str; 3] = [
+const LIVE_KEYS: [&str; 4] = [
     "logging.level",
     "logging.log_payloads",
     "server.rate_limit.requests_per_minute",
+    "server.rate_limit.failed_auth_per_minute",
 ];
 
 /// Runs the daemon until it is told to stop; returns the exit code.
@@ -238,6 +238,7 @@ impl Daemon {
                 return exit::FAILURE;
             }
         };
+        let fd_limit = http::listener::raise_fd_limit();
         let _ = notifier.status("connecting to the database");
         let connecting = db::connect(&self.config.database, |progress| {
             tracing::warn!("{progress}");
@@ -266,7 +267,9 @@ impl Daemon {
         let database = current_database(&pool).await;
 
         let health = Arc::new(Health::new(environment));
-        let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory));
+        let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory))
+            .with_search_settings(SearchSettings::from_config(&self.config.memory.search))
+            .with_prepared_statements(self.config.database.prepared_statements);
         let app = Arc::new(AppState::new(
             environment,
             store,
@@ -296,15 +299,17 @@ impl Daemon {
                     }
                 };
                 let address = listener.local_addr().unwrap_or(bind);
-                let service = router
-                    .clone()
-                    .into_make_service_with_connect_info::<SocketAddr>();
-                let stop = stop.clone();
-                let task = tokio::spawn(async move {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                });
+                let limits = http::listener::ConnectionLimits::derive(
+                    &self.config.server.http,
+                    fd_limit,
+                    self.config.database.pool.max_connections,
+                );
+                let task = tokio::spawn(http::listener::serve(
+                    listener,
+                    router.clone(),
+                    limits,
+                    stop.clone(),
+                ));
                 (Serving::Http(task), format!("http://{address}/mcp"))
             }
             Transport::Stdio => {
@@ -423,6 +428,9 @@ impl Daemon {
                 guard
                     .rate_limiter
                     .set_per_minute(new.server.rate_limit.requests_per_minute);
+                guard
+                    .failed_auth
+                    .set_per_minute(new.server.rate_limit.failed_auth_per_minute);
                 let changed = changed_keys(&self.values, &loaded.resolution.values);
                 let (live, restart): (Vec<&str>, Vec<&str>) = changed
                     .iter()
@@ -457,7 +465,7 @@ async fn prepare_schema(
         return Err(refuse(&err, environment));
     }
     if config.database.auto_migrate {
-        match db::migrate(pool).await {
+        match migrate_at_start(pool, &config.database).await {
             Ok(report) => tracing::info!("migrations: {report}"),
             Err(err) => return Err(refuse(&err, environment)),
         }
@@ -479,6 +487,21 @@ async fn prepare_schema(
     Ok(())
 }
 
+/// `database.auto_migrate`: on the direct connection when `database.migration_url` is set (the
+/// schema lock is a session lock, which a pooler in transaction mode would not hold).
+async fn migrate_at_start(
+    pool: &sqlx::PgPool,
+    config: &db::DatabaseConfig,
+) -> Result<db::MigrationReport, db::DbError> {
+    if config.migration_url.is_none() {
+        return db::migrate(pool).await;
+    }
+    let direct = db::connect_direct(config, |progress| tracing::warn!("{progress}")).await?;
+    let report = db::migrate(&direct).await;
+    direct.close().await;
+    report
+}
+
 /// Logs why the daemon cannot start and returns the exit code for it.
 fn refuse(err: &db::DbError, environment: Environment) -> u8 {
     tracing::error!("cannot start: {err}");
@@ -492,6 +515,7 @@ fn refuse(err: &db::DbError, environment: Environment) -> u8 {
 
 async fn current_database(pool: &sqlx::PgPool) -> String {
     sqlx::query_scalar::<_, String>("SELECT current_database()")
+        .persistent(false)
         .fetch_one(pool)
         .await
         .unwrap_or_else(|_| "(unknown)".to_owned())
