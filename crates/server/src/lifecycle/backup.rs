@@ -606,7 +606,7 @@ pub fn prune(
     let mut good = 1u32; // `newest` verified just now
     let mut pruned = Vec::new();
     for (taken, path) in backups {
-        let expired = taken < horizon;
+        let expired = taken <= horizon;
         if good < keep_min && check_file(&path).is_ok() {
             good += 1;
             continue;

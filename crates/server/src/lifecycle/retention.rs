@@ -128,6 +128,7 @@ pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Er
         loop {
             let mut tx = pool.begin().await?;
             let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .persistent(false)
                 .bind(RETENTION_LOCK_KEY)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -136,12 +137,14 @@ pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Er
                 return Ok(purged);
             }
             let deleted: Vec<i64> = sqlx::query_scalar(statement)
+                .persistent(false)
                 .bind(i32::try_from(days).unwrap_or(i32::MAX))
                 .bind(i64::from(policy.batch_size))
                 .fetch_all(&mut *tx)
                 .await?;
             let unlinked = if raw && !deleted.is_empty() {
                 sqlx::query_scalar::<_, i64>(UNLINK)
+                    .persistent(false)
                     .bind(&deleted)
                     .fetch_all(&mut *tx)
                     .await?

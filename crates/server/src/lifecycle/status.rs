@@ -52,15 +52,20 @@ pub struct LifecycleStatus {
 }
 
 /// Reads the table; an older schema without it yields empty statuses.
+///
+/// Unnamed statements in one transaction, as the store runs them: that also works through
+/// PgBouncer in transaction mode.
 pub async fn read_status(pool: &PgPool) -> Result<LifecycleStatus, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('lifecycle_status') IS NOT NULL")
+        .persistent(false)
         .fetch_one(pool)
         .await?;
     let mut status = LifecycleStatus::default();
     if !exists {
         return Ok(status);
     }
-    for row in sqlx::query(READ).fetch_all(pool).await? {
+    for row in sqlx::query(READ).persistent(false).fetch_all(pool).await? {
         let task: String = row.try_get("task")?;
         let detail: Option<String> = row.try_get("detail")?;
         let detail: Value = detail
@@ -107,12 +112,14 @@ pub(crate) async fn record(
         Ok(detail) => (true, None, Some(detail.to_string())),
         Err(reason) => (false, Some(reason), None),
     };
+    let mut tx = pool.begin().await?;
     sqlx::query(UPSERT)
+        .persistent(false)
         .bind(task)
         .bind(ok)
         .bind(error)
         .bind(detail)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await
 }

@@ -6,4 +6,4 @@ SELECT pg_export_snapshot() AS snapshot,
        (SELECT count(*) FROM environment_stamp) AS environment_stamp,
        to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD"T"HH24MISS.MS"Z"') AS file_stamp,
        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS taken_at,
-       extract(epoch FROM now())::bigint AS taken_unix
+       floor(extract(epoch FROM now()))::bigint AS taken_unix
