@@ -59,13 +59,19 @@ pub async fn read_status(pool: &PgPool) -> Result<LifecycleStatus, sqlx::Error> 
     let mut tx = pool.begin().await?;
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('lifecycle_status') IS NOT NULL")
         .persistent(false)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
     let mut status = LifecycleStatus::default();
     if !exists {
+        tx.commit().await?;
         return Ok(status);
     }
-    for row in sqlx::query(READ).persistent(false).fetch_all(pool).await? {
+    let rows = sqlx::query(READ)
+        .persistent(false)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    for row in rows {
         let task: String = row.try_get("task")?;
         let detail: Option<String> = row.try_get("detail")?;
         let detail: Value = detail
