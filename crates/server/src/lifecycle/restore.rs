@@ -284,14 +284,15 @@ async fn replay(
             by.replace('\'', "''")
         )
     });
-    let feed = async {
+    // `async move`: the feed owns both pipe ends, so when it stops early (psql exited) they are
+    // closed with it and pg_restore gets EPIPE instead of blocking on a pipe nobody reads.
+    let feed = async move {
         input.write_all(CLEAR.as_bytes()).await?;
         tokio::io::copy(&mut script, &mut input).await?;
         if let Some(epilogue) = &epilogue {
             input.write_all(epilogue.as_bytes()).await?;
         }
         input.shutdown().await?;
-        drop(input);
         std::io::Result::Ok(())
     };
     // A failed write means psql stopped early; its exit status and stderr say why.
