@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use config_core::{Config, ConfigEnum, EnvSnapshot, LoadFailure, LoadOptions, Loaded, Validator};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::PreviousTokens;
+
 /// Prefix of every derived variable name.
 pub const ENV_PREFIX: &str = "COGMEM";
 /// The shared configuration file, relative to the configuration root.
@@ -89,6 +91,11 @@ pub struct AuthConfig {
     /// The bearer token clients must present.
     #[config(alias = "MCP_AUTH_TOKEN")]
     pub token: Option<SecretString>,
+    /// Earlier bearer tokens still accepted while clients move to the current one (a rotation):
+    /// entries separated by commas or newlines, each `TOKEN` or `TOKEN;expires=2026-12-31T23:59:59Z`
+    /// (RFC 3339). Remove them, and reload, once every client uses the new token.
+    #[config(alias = "MCP_AUTH_TOKEN_PREVIOUS")]
+    pub previous_tokens: Option<PreviousTokens>,
 }
 
 #[derive(Debug, Config)]

@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -30,31 +29,41 @@ use tracing::Instrument;
 pub use rate_limit::RateLimiter;
 
 use crate::app::AppState;
+use crate::auth::{PreviousTokens, SharedTokenSet, TokenSet};
 use crate::config::ServerConfig;
 use crate::mcp::MemoryServer;
 
 /// Header carrying the request id, set on the request (for the MCP handler) and the response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What the `/mcp` guard needs; kept apart from [`AppState`] because SIGHUP changes the rate.
+/// What the `/mcp` guard needs; kept apart from [`AppState`] because SIGHUP changes the rate
+/// and the accepted tokens.
 #[derive(Debug)]
 pub struct Guard {
-    /// `None` when authentication is disabled (development on loopback only).
-    token: Option<SecretString>,
+    /// `None` when authentication is disabled (development on loopback only, or stdio).
+    pub tokens: Option<SharedTokenSet>,
     pub rate_limiter: RateLimiter,
 }
 
 impl Guard {
     pub fn new(server: &ServerConfig) -> Self {
         Self {
-            token: server
-                .auth
-                .required
-                .then(|| server.auth.token.clone())
-                .flatten(),
+            tokens: token_set(server).map(SharedTokenSet::new),
             rate_limiter: RateLimiter::new(server.rate_limit.requests_per_minute),
         }
     }
+}
+
+/// The tokens `/mcp` accepts under `server`, or `None` when it needs none.
+pub fn token_set(server: &ServerConfig) -> Option<TokenSet> {
+    let auth = &server.auth;
+    let current = auth.token.as_ref().filter(|_| auth.required)?;
+    Some(TokenSet::new(
+        current,
+        auth.previous_tokens
+            .as_ref()
+            .unwrap_or(&PreviousTokens::default()),
+    ))
 }
 
 /// The whole HTTP application. `shutdown` ends rmcp's in-flight streams when the daemon stops.
@@ -197,68 +206,27 @@ async fn guard_mcp(State(guard): State<Arc<Guard>>, request: Request, next: Next
         )
             .into_response();
     }
-    if let Some(token) = &guard.token
-        && !bearer_matches(request.headers(), token)
-    {
-        return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .header(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
-            .body(Body::from("missing or invalid bearer token\n"))
-            .expect("static response parts are valid");
+    let mut request = request;
+    if let Some(tokens) = &guard.tokens {
+        match tokens.check(request.headers()) {
+            Ok(token) => {
+                request.extensions_mut().insert(token);
+            }
+            Err(err) => {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header(header::WWW_AUTHENTICATE, err.challenge())
+                    .body(Body::from(format!("{err}\n")))
+                    .expect("static response parts are valid");
+            }
+        }
     }
     next.run(request).await
-}
-
-fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
-    let Some(presented) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(presented, token.expose_secret().as_bytes())
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    let mut difference = left.len() ^ right.len();
-    for (index, byte) in left.iter().enumerate() {
-        let other = right.get(index).copied().unwrap_or(!*byte);
-        difference |= usize::from(byte ^ other);
-    }
-    difference == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_compare_equal_only_when_identical() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-token-longer"));
-        assert!(!constant_time_eq(b"secret-token-longer", b"secret-token"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn only_the_bearer_scheme_is_accepted() {
-        let token = SecretString::from("0123456789abcdef");
-        let mut headers = HeaderMap::new();
-        assert!(!bearer_matches(&headers, &token));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic 0123456789abcdef"),
-        );
-        assert!(!bearer_matches(&headers, &token));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer 0123456789abcdef"),
-        );
-        assert!(bearer_matches(&headers, &token));
-    }
 
     #[test]
     fn hosts_include_loopback_the_bind_address_and_extras() {

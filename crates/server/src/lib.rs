@@ -2,6 +2,7 @@
 //! interface, commands, MCP server, HTTP surface and lifecycle. The binary in `main.rs` only maps their results to exit codes.
 
 pub mod app;
+pub mod auth;
 pub mod checks;
 pub mod cli;
 pub mod commands;
