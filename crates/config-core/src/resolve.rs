@@ -765,9 +765,9 @@ impl Layers<'_> {
             });
             if !set {
                 let how = self.schema.how_to_set(&path);
-                self.report.error(
-                    Some(&path),
-                    None,
+                self.report.required(
+                    &path,
+                    &said_at,
                     format!("required here by {said_at} but not set; {how}"),
                 );
             }
