@@ -214,6 +214,7 @@ fn database_config(url: SecretString, wait_secs: u64) -> db::DatabaseConfig {
         acquire_timeout_secs: 10,
         connect_wait_secs: wait_secs,
         require_tls: true,
+        tls_verify: true,
         auto_migrate: false,
     }
 }
@@ -423,6 +424,7 @@ async fn compare_with_production(root: &Path, environment: Environment, pool: &P
         acquire_timeout_secs: PRODUCTION_WAIT.as_secs(),
         connect_wait_secs: PRODUCTION_WAIT.as_secs(),
         require_tls: configured.require_tls,
+        tls_verify: true,
         auto_migrate: false,
     };
     let comparison = async {

@@ -31,11 +31,12 @@ mod lock;
 mod migrate;
 mod provision;
 mod redact;
+mod role;
 mod scram;
 mod stamp;
 
 pub use config::{DatabaseConfig, PoolConfig};
-pub use connect::{ConnectProgress, connect};
+pub use connect::{ConnectProgress, connect, switch_credentials};
 pub use error::DbError;
 pub use fingerprint::{
     CatalogEntry, ObjectKind, SchemaDifference, SchemaFingerprint, diff, fingerprint,
@@ -45,4 +46,5 @@ pub use provision::{
     DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword, database_name, drop_database,
     provision, role_name,
 };
+pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};

@@ -124,6 +124,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Config)]
+#[config(validate = validate_logging)]
 pub struct LoggingConfig {
     /// Most verbose level logged.
     #[config(default = "info", alias = "LOG_LEVEL")]
@@ -181,7 +182,39 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
             Some(token) if token.expose_secret().chars().count() < MIN_TOKEN_CHARS => {
                 v.strict("auth.token", format!("shorter than {MIN_TOKEN_CHARS} characters; generate one with `openssl rand -hex 32`"))
             }
-            Some(_) => {}
+            Some(token) => {
+                if let Some(weakness) = config_core::token_weakness(token.expose_secret()) {
+                    v.strict("auth.token", weakness);
+                }
+            }
+        }
+        for (n, previous) in server
+            .auth
+            .previous_tokens
+            .iter()
+            .flat_map(|p| p.0.iter())
+            .enumerate()
+        {
+            if let Some(weakness) = config_core::token_weakness(previous.token.expose_secret()) {
+                v.strict(
+                    "auth.previous_tokens",
+                    format!("entry {}: {weakness}", n + 1),
+                );
+            }
+        }
+    }
+    if env == config_core::Environment::Production {
+        for origin in &server.http.allowed_origins {
+            let origin = origin.trim();
+            let loopback = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+                .iter()
+                .any(|l| origin == *l || origin.starts_with(&format!("{l}:")));
+            if origin.starts_with("http://") && !loopback {
+                v.warning(
+                    "http.allowed_origins",
+                    format!("{origin} is a plain http:// origin: pages from it travel unencrypted and can be altered on the way; list its https:// form"),
+                );
+            }
         }
     }
     if env == config_core::Environment::Production
@@ -199,6 +232,24 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
         v.error(
             "http",
             "max_body_bytes and request_timeout_secs must be at least 1",
+        );
+    }
+}
+
+fn validate_logging(logging: &LoggingConfig, v: &mut Validator<'_>) {
+    if v.environment() != config_core::Environment::Production {
+        return;
+    }
+    if logging.log_payloads {
+        v.error(
+            "log_payloads",
+            "memory contents and tool arguments are personal data and are never logged in production; remove the setting (or set it to false)",
+        );
+    }
+    if logging.level == LogLevel::Trace {
+        v.warning(
+            "level",
+            "trace logs every SQL statement and the MCP library's protocol messages (client and session metadata) in production; use info, or debug for a short investigation",
         );
     }
 }

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::{CONNECT_WAIT_SECS, Check, DATABASE_CHECKS_TIMEOUT, URL_KEY, raw_bool};
-use crate::checks::{CheckResult, ids, list, plural};
+use crate::checks::{CheckResult, Status, ids, list, plural};
 use crate::config::AppConfig;
 
 impl Check<'_> {
@@ -102,9 +102,14 @@ impl Check<'_> {
         config: Option<&AppConfig>,
     ) -> (Vec<CheckResult>, Result<db::SchemaFingerprint, String>) {
         let skip_all = |reason: &str| {
-            [ids::DB_CONNECT, ids::DB_STAMP, ids::DB_MIGRATIONS]
-                .map(|id| CheckResult::skip(id, self.scope, reason))
-                .to_vec()
+            [
+                ids::DB_CONNECT,
+                ids::DB_ROLE,
+                ids::DB_STAMP,
+                ids::DB_MIGRATIONS,
+            ]
+            .map(|id| CheckResult::skip(id, self.scope, reason))
+            .to_vec()
         };
         let (url, source) = match self.database_url() {
             Ok((url, _, source)) => (url, source),
@@ -134,6 +139,7 @@ impl Check<'_> {
             acquire_timeout_secs: 3,
             connect_wait_secs: CONNECT_WAIT_SECS,
             require_tls,
+            tls_verify: true,
             auto_migrate: false,
         };
         let shown = redact_url(url.expose_secret());
@@ -147,6 +153,7 @@ impl Check<'_> {
                             .with_fix(self.connect_fix(&err, &source)),
                     ];
                     let skipped = format!("the database is unreachable ({shown})");
+                    results.push(CheckResult::skip(ids::DB_ROLE, self.scope, &skipped));
                     results.push(CheckResult::skip(ids::DB_STAMP, self.scope, &skipped));
                     results.push(CheckResult::skip(ids::DB_MIGRATIONS, self.scope, &skipped));
                     return (
@@ -160,6 +167,7 @@ impl Check<'_> {
                 self.scope,
                 format!("connected to {shown}"),
             )];
+            results.push(self.role(&pool).await);
             results.push(self.stamp(&pool, &source).await);
             results.push(self.migrations(&pool, auto_migrate).await);
             let fingerprint = db::fingerprint(&pool)
@@ -216,6 +224,42 @@ impl Check<'_> {
                 format!("fix DATABASE_URL [{source}]: postgres://user:password@host:port/database")
             }
             _ => format!("check DATABASE_URL [{source}] and the server's log"),
+        }
+    }
+
+    /// The login role's attributes: SUPERUSER/BYPASSRLS fail where serving refuses them.
+    pub(super) async fn role(&self, pool: &sqlx::PgPool) -> CheckResult {
+        let role = match db::role_attributes(pool).await {
+            Ok(role) => role,
+            Err(err) => return CheckResult::fail(ids::DB_ROLE, self.scope, err.to_string()),
+        };
+        let fix = format!(
+            "ALTER ROLE {} NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB (as an administrator), or connect as {}",
+            role.name,
+            db::role_name(self.environment)
+        );
+        if !role.dangerous().is_empty() {
+            let status = if self.environment.is_strict() {
+                Status::Fail
+            } else {
+                Status::Warn
+            };
+            CheckResult::new(
+                ids::DB_ROLE,
+                self.scope,
+                status,
+                format!("{role}: serving refuses it in staging and production"),
+            )
+            .with_fix(fix)
+        } else if !role.needless().is_empty() {
+            CheckResult::warn(
+                ids::DB_ROLE,
+                self.scope,
+                format!("{role}: serving does not need it"),
+            )
+            .with_fix(fix)
+        } else {
+            CheckResult::pass(ids::DB_ROLE, self.scope, role.to_string())
         }
     }
 
