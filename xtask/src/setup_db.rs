@@ -244,7 +244,7 @@ fn role_url(admin_url: &str, role: &str, password: &str, database: &str) -> Resu
 }
 
 /// `PASSWORD_CHARS` random alphanumerics (rejection sampling, so every character is uniform).
-fn generate_password() -> Result<String> {
+pub(crate) fn generate_password() -> Result<String> {
     const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut password = String::with_capacity(PASSWORD_CHARS);
     let mut bytes = [0u8; 64];

@@ -44,7 +44,7 @@ pub use fingerprint::{
 pub use migrate::{MigrationInfo, MigrationReport, migrate, pending};
 pub use provision::{
     DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword, database_name, drop_database,
-    provision, role_name,
+    provision, role_name, set_password,
 };
 pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};
