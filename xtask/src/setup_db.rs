@@ -207,6 +207,9 @@ async fn setup(
 fn database_config(url: SecretString, wait_secs: u64) -> db::DatabaseConfig {
     db::DatabaseConfig {
         url,
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: None,
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 2,
@@ -417,6 +420,9 @@ async fn compare_with_production(root: &Path, environment: Environment, pool: &P
     let configured = &loaded.config.database;
     let config = db::DatabaseConfig {
         url: configured.url.clone(),
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: configured.ssl_root_cert.clone(),
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 1,

@@ -84,6 +84,9 @@ fn database_url(env_file: &Path) -> String {
 fn config(url: &str) -> db::DatabaseConfig {
     db::DatabaseConfig {
         url: SecretString::from(url.to_owned()),
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: None,
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 1,

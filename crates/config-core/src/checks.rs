@@ -31,10 +31,22 @@ fn looks_like_placeholder(part: &str) -> bool {
 }
 
 /// The permission bits of a file if group or others may access it (like ssh refusing a key).
+///
+/// One pattern passes: a root-owned file readable (not writable) by the process's own,
+/// non-root group and nobody else. That is how the kubelet mounts a Secret for a pod's
+/// `fsGroup` (it adds group read to `defaultMode`), and the group is the pod's alone.
 pub fn loose_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = std::fs::metadata(path).ok()?;
+    let mode = metadata.permissions().mode() & 0o777;
+    let own_group = rustix::process::getegid().as_raw();
+    (!is_private(mode, metadata.uid(), metadata.gid(), own_group)).then_some(mode)
+}
+
+/// Owner-only, or the kubelet's Secret pattern for the pod's own non-root group (see [`loose_mode`]).
+fn is_private(mode: u32, owner: u32, group: u32, own_group: u32) -> bool {
+    let shared = mode & 0o077;
+    shared == 0 || (shared == 0o040 && owner == 0 && own_group != 0 && group == own_group)
 }
 
 /// The first of `path` and its parent directories up to and including `up_to` that group or
@@ -110,6 +122,22 @@ pub fn redact_url(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_owner_access_or_a_root_owned_secret_for_our_own_group_is_private() {
+        assert!(is_private(0o600, 1000, 1000, 1000));
+        assert!(is_private(0o400, 0, 0, 65532));
+        // The kubelet's fsGroup mount: root-owned, group read for the pod's group.
+        assert!(is_private(0o440, 0, 65532, 65532));
+        assert!(!is_private(0o440, 0, 100, 65532), "another group");
+        assert!(!is_private(0o440, 1000, 65532, 65532), "not root-owned");
+        assert!(!is_private(0o460, 0, 65532, 65532), "group-writable");
+        assert!(!is_private(0o444, 0, 65532, 65532), "world-readable");
+        assert!(
+            !is_private(0o440, 0, 0, 0),
+            "a root group is shared with every root process"
+        );
+    }
 
     #[test]
     fn placeholders() {

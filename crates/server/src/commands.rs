@@ -79,7 +79,8 @@ fn migrate(cli: &Cli, args: &MigrateArgs, env: &EnvSnapshot) -> u8 {
         }
     };
     let result = runtime.block_on(async {
-        let pool = db::connect(database, |progress| {
+        // Stamping and migrating take the session schema lock: past any pooler.
+        let pool = db::connect_direct(database, |progress| {
             eprintln!("waiting for the database: {progress}")
         })
         .await?;

@@ -262,7 +262,8 @@ impl Daemon {
         let store = MemoryStore::new(
             pool.clone(),
             MemoryLimits::from_config(&self.current.config.memory),
-        );
+        )
+        .with_prepared_statements(self.current.config.database.prepared_statements);
         let app = Arc::new(AppState::new(
             environment,
             store,
@@ -428,7 +429,7 @@ async fn prepare_schema(
         return Err(refuse(&err, environment));
     }
     if config.database.auto_migrate {
-        match db::migrate(pool).await {
+        match migrate_at_start(pool, &config.database).await {
             Ok(report) => tracing::info!("migrations: {report}"),
             Err(err) => return Err(refuse(&err, environment)),
         }
@@ -490,6 +491,21 @@ async fn least_privilege(pool: &sqlx::PgPool, environment: Environment) -> Resul
     Ok(())
 }
 
+/// `database.auto_migrate`: on the direct connection when `database.migration_url` is set (the
+/// schema lock is a session lock, which a pooler in transaction mode would not hold).
+async fn migrate_at_start(
+    pool: &sqlx::PgPool,
+    config: &db::DatabaseConfig,
+) -> Result<db::MigrationReport, db::DbError> {
+    if config.migration_url.is_none() {
+        return db::migrate(pool).await;
+    }
+    let direct = db::connect_direct(config, |progress| tracing::warn!("{progress}")).await?;
+    let report = db::migrate(&direct).await;
+    direct.close().await;
+    report
+}
+
 /// Logs why the daemon cannot start and returns the exit code for it.
 fn refuse(err: &db::DbError, environment: Environment) -> u8 {
     tracing::error!("cannot start: {err}");
@@ -503,6 +519,7 @@ fn refuse(err: &db::DbError, environment: Environment) -> u8 {
 
 async fn current_database(pool: &sqlx::PgPool) -> String {
     sqlx::query_scalar::<_, String>("SELECT current_database()")
+        .persistent(false)
         .fetch_one(pool)
         .await
         .unwrap_or_else(|_| "(unknown)".to_owned())

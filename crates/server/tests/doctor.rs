@@ -174,6 +174,9 @@ fn production_database() -> String {
             .unwrap();
         let config = db::DatabaseConfig {
             url: SecretString::from(database.url.clone()),
+            migration_url: None,
+            prepared_statements: true,
+            ssl_root_cert: None,
             pool: db::PoolConfig {
                 min_connections: 0,
                 max_connections: 1,

@@ -8,6 +8,9 @@ use sqlx::PgPool;
 pub fn config(url: &str, connect_wait_secs: u64) -> DatabaseConfig {
     DatabaseConfig {
         url: SecretString::from(url.to_owned()),
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: None,
         pool: PoolConfig {
             min_connections: 0,
             max_connections: 4,

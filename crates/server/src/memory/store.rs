@@ -268,6 +268,8 @@ const RECENT_INSIGHTS: &str = concat!(
 pub struct MemoryStore {
     pool: PgPool,
     limits: MemoryLimits,
+    /// `database.prepared_statements`: false behind a pooler in transaction mode.
+    named_statements: bool,
 }
 
 /// Shows the limits and pool occupancy, never connection options (they hold the password).
@@ -283,7 +285,31 @@ impl fmt::Debug for MemoryStore {
 
 impl MemoryStore {
     pub fn new(pool: PgPool, limits: MemoryLimits) -> Self {
-        MemoryStore { pool, limits }
+        MemoryStore {
+            pool,
+            limits,
+            named_statements: true,
+        }
+    }
+
+    /// A connection for one operation. With unnamed statements (behind a pooler in transaction
+    /// mode) it holds a transaction: sqlx sends Parse/Describe and Bind/Execute as two
+    /// exchanges, each ending in Sync, and between them PgBouncer would hand the server
+    /// connection — and its unnamed statement — to another client. An open transaction keeps
+    /// it. With named statements a plain pooled connection suffices.
+    async fn lease(&self) -> Result<Lease, sqlx::Error> {
+        Ok(if self.named_statements {
+            Lease::Pooled(self.pool.acquire().await?)
+        } else {
+            Lease::Transaction(self.pool.begin().await?)
+        })
+    }
+
+    /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
+    /// (`database.prepared_statements`); with `true` (the default) each connection caches them.
+    pub fn with_prepared_statements(mut self, named: bool) -> Self {
+        self.named_statements = named;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -297,13 +323,16 @@ impl MemoryStore {
     /// Store one dialogue turn (one statement, committed on return).
     pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
+        let mut lease = self.lease().await?;
         let row = sqlx::query(INSERT_RAW)
             .bind(&p.session_id)
             .bind(p.speaker.as_str())
             .bind(&p.content)
             .bind(metadata)
-            .fetch_one(&self.pool)
+            .persistent(self.named_statements)
+            .fetch_one(lease.conn())
             .await?;
+        lease.done().await?;
         Ok(StoredTurn {
             id: row.try_get("id")?,
             session_id: row.try_get("session_id")?,
@@ -320,6 +349,7 @@ impl MemoryStore {
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = sqlx::query_scalar(MISSING_SOURCES)
                 .bind(&insight.source_ids)
+                .persistent(self.named_statements)
                 .fetch_all(&mut *tx)
                 .await?;
             if !missing.is_empty() {
@@ -332,6 +362,7 @@ impl MemoryStore {
             .bind(&insight.source_ids)
             .bind(&insight.tags)
             .bind(insight.importance)
+            .persistent(self.named_statements)
             .fetch_one(&mut *tx)
             .await?;
         let stored = StoredInsight {
@@ -370,7 +401,9 @@ impl MemoryStore {
         if let Some(session_id) = &p.session_id {
             query = query.bind(session_id);
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let mut lease = self.lease().await?;
+        let rows = query.fetch_all(lease.conn()).await?;
+        lease.done().await?;
         if rows.is_empty() {
             self.explain_no_hits(&p.query).await?;
         }
@@ -380,10 +413,13 @@ impl MemoryStore {
 
     /// After a search without hits: an error if the query could never match.
     async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
+        let mut lease = self.lease().await?;
         let row = sqlx::query(QUERY_SHAPE)
             .bind(query)
-            .fetch_one(&self.pool)
+            .persistent(self.named_statements)
+            .fetch_one(lease.conn())
             .await?;
+        lease.done().await?;
         let empty: bool = row.try_get("empty")?;
         let unindexable: bool = row.try_get("unindexable")?;
         if !empty && unindexable {
@@ -403,12 +439,15 @@ impl MemoryStore {
         let limit = usize::try_from(p.validate(&self.limits)?).unwrap_or(usize::MAX);
         let before_id = p.before_id.unwrap_or(i64::MAX);
         // One more than asked for tells whether older turns exist.
+        let mut lease = self.lease().await?;
         let rows = sqlx::query(SESSION_PAGE)
             .bind(&p.session_id)
             .bind(before_id)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-            .fetch_all(&self.pool)
+            .persistent(self.named_statements)
+            .fetch_all(lease.conn())
             .await?;
+        lease.done().await?;
         let more = rows.len() > limit;
         let mut turns = rows
             .iter()
@@ -439,6 +478,7 @@ impl MemoryStore {
             ForgetTarget::Session(session_id) => {
                 let raw = sqlx::query_scalar(DELETE_SESSION)
                     .bind(session_id)
+                    .persistent(self.named_statements)
                     .fetch_all(&mut *tx)
                     .await?;
                 (raw, Vec::new())
@@ -458,6 +498,7 @@ impl MemoryStore {
                 } else {
                     sqlx::query_scalar(DELETE_INSIGHTS)
                         .bind(&insight_ids)
+                        .persistent(self.named_statements)
                         .fetch_all(&mut *tx)
                         .await?
                 };
@@ -466,6 +507,7 @@ impl MemoryStore {
                 } else {
                     sqlx::query_scalar(DELETE_RAW)
                         .bind(&raw_ids)
+                        .persistent(self.named_statements)
                         .fetch_all(&mut *tx)
                         .await?
                 };
@@ -487,6 +529,7 @@ impl MemoryStore {
         } else {
             sqlx::query_scalar(UNLINK)
                 .bind(&raw_deleted)
+                .persistent(self.named_statements)
                 .fetch_all(&mut *tx)
                 .await?
         };
@@ -505,15 +548,21 @@ impl MemoryStore {
     /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
     /// for a status tool, too heavy for a liveness probe.
     pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
-        let row = sqlx::query(STATUS).fetch_one(&self.pool).await?;
+        let mut lease = self.lease().await?;
+        let row = sqlx::query(STATUS)
+            .persistent(self.named_statements)
+            .fetch_one(lease.conn())
+            .await?;
         let has_history: bool = row.try_get("has_history")?;
         let schema_version = if has_history {
             sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
-                .fetch_one(&self.pool)
+                .persistent(self.named_statements)
+                .fetch_one(lease.conn())
                 .await?
         } else {
             None
         };
+        lease.done().await?;
         let raw_turns: i64 = row.try_get("raw_turns")?;
         let insights: i64 = row.try_get("insights")?;
         Ok(StoreStatus {
@@ -528,10 +577,13 @@ impl MemoryStore {
     /// configured maximum.
     pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
         let limit = resolve_limit(Some(limit), &self.limits)?;
+        let mut lease = self.lease().await?;
         let rows = sqlx::query(RECENT_INSIGHTS)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .persistent(self.named_statements)
+            .fetch_all(lease.conn())
             .await?;
+        lease.done().await?;
         Ok(rows
             .iter()
             .map(insight)
@@ -588,4 +640,27 @@ fn insight(row: &PgRow) -> Result<Insight, sqlx::Error> {
 
 fn decode_error(what: &'static str) -> sqlx::Error {
     sqlx::Error::Decode(what.into())
+}
+
+/// See [`MemoryStore::lease`].
+enum Lease {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Lease {
+    fn conn(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Lease::Pooled(conn) => conn,
+            Lease::Transaction(tx) => tx,
+        }
+    }
+
+    /// Commits the transaction, if any; a single statement's work is then durable.
+    async fn done(self) -> Result<(), sqlx::Error> {
+        match self {
+            Lease::Pooled(_) => Ok(()),
+            Lease::Transaction(tx) => tx.commit().await,
+        }
+    }
 }

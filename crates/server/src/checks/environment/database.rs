@@ -132,6 +132,9 @@ impl Check<'_> {
         };
         let database = db::DatabaseConfig {
             url: url.clone(),
+            migration_url: None,
+            prepared_statements: true,
+            ssl_root_cert: config.and_then(|config| config.database.ssl_root_cert.clone()),
             pool: db::PoolConfig {
                 min_connections: 0,
                 max_connections: 2,
