@@ -94,6 +94,7 @@ fn config(url: &str) -> db::DatabaseConfig {
         acquire_timeout_secs: 5,
         connect_wait_secs: 2,
         require_tls: true,
+        tls_verify: true,
         auto_migrate: false,
     }
 }
