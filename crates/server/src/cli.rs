@@ -72,6 +72,26 @@ pub enum Command {
     /// CREDENTIALS_DIRECTORY=/etc/cognitive-memory-mcp/credentials cognitive-memory-mcp
     /// --config-root /etc/cognitive-memory-mcp --env production doctor
     Doctor(DoctorArgs),
+    /// Ask a running server whether it is alive (GET /health) or ready (--ready: GET /ready,
+    /// database reachable, stamped and migrated), for container health checks: no curl or shell
+    /// needed. Prints one line; exit 0 on a 2xx answer, 1 on anything else (refused, timed out,
+    /// 503). The address is server.http.bind of the selected environment (0.0.0.0 is asked on
+    /// 127.0.0.1) unless --url names one; the rest of the configuration is not validated, so no
+    /// secret is needed.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Ask /ready (database, stamp and schema checked) instead of /health (the process answers).
+    #[arg(long)]
+    pub ready: bool,
+    /// Base URL of the server, e.g. http://127.0.0.1:8765; defaults to server.http.bind.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Seconds to wait for the whole answer.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -18,6 +18,7 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
         Command::Doctor(args) => {
             crate::checks::doctor(&cli.config_source(), env, &args.host_root).print(args.json)
         }
+        Command::Health(args) => crate::probe::run(cli, args, env),
     }
 }
 

@@ -79,6 +79,31 @@ pub struct HttpConfig {
     /// Seconds a request may take before it is answered with a timeout.
     #[config(default = "30")]
     pub request_timeout_secs: u64,
+    /// Most open client connections. The daemon lowers it when the file-descriptor limit leaves
+    /// too few descriptors for the database pool; when full, the longest-idle connection is
+    /// closed to admit a new one, so `/health` is never locked out by idle or slow clients.
+    #[config(default = "4096")]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers before its connection is closed.
+    #[config(default = "10")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open between requests.
+    #[config(default = "60")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body (408 after it).
+    #[config(default = "10")]
+    pub body_read_timeout_secs: u64,
+    /// Most `/mcp` requests handled at once; beyond it requests get 503 with `Retry-After`.
+    #[config(default = "128")]
+    pub max_in_flight: usize,
+    /// Bytes of request bodies held in memory across all requests at once (at least
+    /// `max_body_bytes`); a request that finds the budget spent waits briefly, then gets 503.
+    #[config(default = "16777216")]
+    pub max_buffered_body_bytes: usize,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` header names the client; empty
+    /// means the header is ignored and the connection's address is the client.
+    #[config(default = "[]")]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Config)]
@@ -93,9 +118,13 @@ pub struct AuthConfig {
 
 #[derive(Debug, Config)]
 pub struct RateLimitConfig {
-    /// Requests per minute allowed per client address (429 above it).
+    /// Requests per minute allowed per authenticated principal (429 above it).
     #[config(default = "60")]
     pub requests_per_minute: u32,
+    /// Failed authentication attempts per minute allowed per client address (429 above it);
+    /// authenticated requests are never counted nor refused by it.
+    #[config(default = "30")]
+    pub failed_auth_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum)]
@@ -200,10 +229,46 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
     if server.rate_limit.requests_per_minute == 0 {
         v.error("rate_limit.requests_per_minute", "must be at least 1");
     }
-    if server.http.max_body_bytes == 0 || server.http.request_timeout_secs == 0 {
+    if server.rate_limit.failed_auth_per_minute == 0 {
+        v.error("rate_limit.failed_auth_per_minute", "must be at least 1");
+    }
+    let http = &server.http;
+    for (key, value) in [
+        ("http.max_body_bytes", http.max_body_bytes as u64),
+        ("http.request_timeout_secs", http.request_timeout_secs),
+        ("http.max_connections", http.max_connections as u64),
+        (
+            "http.header_read_timeout_secs",
+            http.header_read_timeout_secs,
+        ),
+        ("http.idle_timeout_secs", http.idle_timeout_secs),
+        ("http.body_read_timeout_secs", http.body_read_timeout_secs),
+        ("http.max_in_flight", http.max_in_flight as u64),
+    ] {
+        if value == 0 {
+            v.error(key, "must be at least 1");
+        }
+    }
+    if let Some(index) = http
+        .trusted_proxies
+        .iter()
+        .position(|proxy| proxy.parse::<std::net::IpAddr>().is_err())
+    {
         v.error(
-            "http",
-            "max_body_bytes and request_timeout_secs must be at least 1",
+            "http.trusted_proxies",
+            format!(
+                "entry {} is not an IP address such as 127.0.0.1 or ::1",
+                index + 1
+            ),
+        );
+    }
+    if http.max_buffered_body_bytes < http.max_body_bytes {
+        v.error(
+            "http.max_buffered_body_bytes",
+            format!(
+                "must be at least server.http.max_body_bytes ({}), or a body of the largest accepted size could never be read",
+                http.max_body_bytes
+            ),
         );
     }
 }

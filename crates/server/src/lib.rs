@@ -13,6 +13,7 @@ pub mod http;
 pub mod logging;
 pub mod mcp;
 pub mod memory;
+pub mod probe;
 pub mod serve;
 
 /// Process exit codes (sysexits.h where one fits), relied on by the systemd unit

@@ -6,7 +6,6 @@
 //! database monitor, SIGHUP reloads, and on SIGTERM/SIGINT `STOPPING=1` and a bounded drain.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,10 +34,11 @@ const EXTEND_SLACK: Duration = Duration::from_secs(10);
 /// Longest wait for the pool's connections to close after the drain.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys SIGHUP applies without a restart; any other changed key is reported as needing one.
-const LIVE_KEYS: [&str; 3] = [
+const LIVE_KEYS: [&str; 4] = [
     "logging.level",
     "logging.log_payloads",
     "server.rate_limit.requests_per_minute",
+    "server.rate_limit.failed_auth_per_minute",
 ];
 
 /// Runs the daemon until it is told to stop; returns the exit code.
@@ -238,6 +238,7 @@ impl Daemon {
                 return exit::FAILURE;
             }
         };
+        let fd_limit = http::listener::raise_fd_limit();
         let _ = notifier.status("connecting to the database");
         let connecting = db::connect(&self.config.database, |progress| {
             tracing::warn!("{progress}");
@@ -298,15 +299,17 @@ impl Daemon {
                     }
                 };
                 let address = listener.local_addr().unwrap_or(bind);
-                let service = router
-                    .clone()
-                    .into_make_service_with_connect_info::<SocketAddr>();
-                let stop = stop.clone();
-                let task = tokio::spawn(async move {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                });
+                let limits = http::listener::ConnectionLimits::derive(
+                    &self.config.server.http,
+                    fd_limit,
+                    self.config.database.pool.max_connections,
+                );
+                let task = tokio::spawn(http::listener::serve(
+                    listener,
+                    router.clone(),
+                    limits,
+                    stop.clone(),
+                ));
                 (Serving::Http(task), format!("http://{address}/mcp"))
             }
             Transport::Stdio => {
@@ -420,6 +423,9 @@ impl Daemon {
                 guard
                     .rate_limiter
                     .set_per_minute(new.server.rate_limit.requests_per_minute);
+                guard
+                    .failed_auth
+                    .set_per_minute(new.server.rate_limit.failed_auth_per_minute);
                 let changed = changed_keys(&self.values, &loaded.resolution.values);
                 let (live, restart): (Vec<&str>, Vec<&str>) = changed
                     .iter()

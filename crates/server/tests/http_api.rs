@@ -164,10 +164,10 @@ async fn the_guards_answer_401_403_405_413_and_404() {
         .send()
         .await
         .unwrap();
-    // rmcp answers malformed JSON with 415 and a parse message: a client error, not a crash.
-    let status = malformed.status();
-    assert!(status.is_client_error(), "{status}");
-    assert!(malformed.text().await.unwrap().contains("deserialize"));
+    // Malformed JSON: 400 with JSON-RPC's parse error, before rmcp sees it.
+    assert_eq!(malformed.status(), 400);
+    let body: serde_json::Value = malformed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
 
     // The daemon is still healthy after all of it.
     let health = http.get(format!("{base}/health")).send().await.unwrap();

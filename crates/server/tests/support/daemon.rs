@@ -49,6 +49,8 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub watchdog_usec: Option<u64>,
+    /// A command the binary runs under (such as `prlimit --nofile=1024:1024 --`).
+    pub wrapper: Vec<String>,
 }
 
 impl Launch {
@@ -60,7 +62,14 @@ impl Launch {
             args: vec!["serve".into(), "--bind".into(), "127.0.0.1:0".into()],
             env: vec![("MCP_AUTH_TOKEN".into(), TOKEN.into())],
             watchdog_usec: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the binary under `wrapper` (its arguments, then the binary and its own).
+    pub fn under(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|part| (*part).to_owned()).collect();
+        self
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
@@ -80,7 +89,14 @@ impl Launch {
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = match self.wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+        };
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
