@@ -125,7 +125,11 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// The principal the request's credentials name, or why they are refused.
-    pub fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Principal, AuthError> {
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Principal, AuthError> {
         match &self.tokens {
             None => Ok(Principal {
                 name: format!("anonymous@{client}"),
