@@ -30,6 +30,7 @@ mod docs;
 mod image;
 mod install_service;
 mod release;
+mod rotate_db_password;
 mod setup_db;
 mod soak;
 mod verify_env;
@@ -64,6 +65,11 @@ enum Command {
         #[command(flatten)]
         options: SetupOptions,
     },
+    /// Rotate an environment's database password without a restart: generate a strong one, set it
+    /// on the role (ALTER ROLE with a SCRAM verifier computed here), rewrite the password in
+    /// DATABASE_URL of .env.<env> (or of --credential FILE) atomically at mode 0600, then tell the
+    /// daemon to reload (--pid PID sends SIGHUP, --unit NAME runs `systemctl reload NAME`).
+    RotateDbPassword(rotate_db_password::RotateOptions),
     /// Shortcut for `setup-db --env development`.
     SetupDevDb {
         #[command(flatten)]
@@ -167,7 +173,9 @@ struct InstallServiceOptions {
     binary: Option<PathBuf>,
 }
 
-fn parse_environment(given: &str) -> Result<Environment, config_core::InvalidEnvironment> {
+pub(crate) fn parse_environment(
+    given: &str,
+) -> Result<Environment, config_core::InvalidEnvironment> {
     given.parse()
 }
 
@@ -183,6 +191,7 @@ fn main() -> Result<()> {
             environment,
             options,
         } => setup_db::run(&root, environment, &options),
+        Command::RotateDbPassword(options) => rotate_db_password::run(&root, &options),
         Command::SetupDevDb { options } => setup_db::run(&root, Environment::Development, &options),
         Command::Dev(options) => dev::run(&root, &options),
         Command::Docs => docs::run(&root),

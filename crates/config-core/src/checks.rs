@@ -49,6 +49,50 @@ fn is_private(mode: u32, owner: u32, group: u32, own_group: u32) -> bool {
     shared == 0 || (shared == 0o040 && owner == 0 && own_group != 0 && group == own_group)
 }
 
+/// The first of `path` and its parent directories up to and including `up_to` that group or
+/// others may write (mode `& 0o022`), with its mode: whoever may write there may change the
+/// configuration (ssh refuses a writable `authorized_keys` the same way). Parents are only
+/// walked while `path` is below `up_to`.
+pub fn writable_by_others(path: &Path, up_to: &Path) -> Option<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let writable = |p: &Path| {
+        let mode = std::fs::metadata(p).ok()?.permissions().mode() & 0o7777;
+        (mode & 0o022 != 0).then_some(mode)
+    };
+    if let Some(mode) = writable(path) {
+        return Some((path.to_owned(), mode));
+    }
+    let up_to = std::fs::canonicalize(up_to).ok()?;
+    let mut dir = std::fs::canonicalize(path).ok()?.parent()?.to_owned();
+    while dir.starts_with(&up_to) {
+        if let Some(mode) = writable(&dir) {
+            return Some((dir, mode));
+        }
+        if dir == up_to || !dir.pop() {
+            break;
+        }
+    }
+    None
+}
+
+/// The owner of `path` when it is neither the effective user nor root.
+pub fn foreign_owner(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(path).ok()?.uid();
+    let me = rustix::process::geteuid().as_raw();
+    (owner != me && owner != 0).then_some(owner)
+}
+
+/// Whether a connection URL carries a password (in its user info or a `password=` parameter).
+pub fn url_has_password(raw: &str) -> bool {
+    url::Url::parse(raw.trim()).is_ok_and(|url| {
+        url.password().is_some_and(|p| !p.is_empty())
+            || url
+                .query_pairs()
+                .any(|(key, value)| key == "password" && !value.is_empty())
+    })
+}
+
 /// A connection URL without its password or query (except `sslmode`), for logs, errors and
 /// `explain`: `postgres://user@host:5432/db?sslmode=require`. Other query parameters may carry a
 /// password or key paths, so they go; anything unparsable is hidden completely.

@@ -3,7 +3,9 @@
 use config_core::{Config, Validator};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::connect::is_plaintext_to_remote;
+use sqlx::postgres::PgConnectOptions;
+
+use crate::connect::{is_local, is_plaintext_to_remote};
 
 /// How to reach and prepare the environment's PostgreSQL database. `Debug` is safe: the URL is a
 /// [`SecretString`] and prints as redacted.
@@ -39,6 +41,11 @@ pub struct DatabaseConfig {
     /// Refuse plain-text connections to hosts other than localhost and unix sockets.
     #[config(default = "true")]
     pub require_tls: bool,
+    /// Require TLS that authenticates the server (`sslmode=verify-full` with `sslrootcert`) for
+    /// remote hosts: `sslmode=require`/`prefer` is a warning in staging and an error in production
+    /// unless this is set to false knowingly.
+    #[config(default = "true")]
+    pub tls_verify: bool,
     /// Apply pending migrations at start-up (development and test); elsewhere they must be applied with `migrate`.
     #[config(default = "false")]
     pub auto_migrate: bool,
@@ -62,9 +69,9 @@ fn validate_database(db: &DatabaseConfig, v: &mut Validator<'_>) {
             "must be at least 1 and at least pool.min_connections",
         );
     }
-    validate_url("url", &db.url, db.require_tls, v);
+    validate_url("url", &db.url, db.require_tls, db.tls_verify, v);
     if let Some(url) = &db.migration_url {
-        validate_url("migration_url", url, db.require_tls, v);
+        validate_url("migration_url", url, db.require_tls, db.tls_verify, v);
     }
     if let Some(path) = &db.ssl_root_cert
         && let Err(err) = std::fs::File::open(path)
@@ -79,7 +86,13 @@ fn validate_database(db: &DatabaseConfig, v: &mut Validator<'_>) {
     }
 }
 
-fn validate_url(key: &str, url: &SecretString, require_tls: bool, v: &mut Validator<'_>) {
+fn validate_url(
+    key: &str,
+    url: &SecretString,
+    require_tls: bool,
+    tls_verify: bool,
+    v: &mut Validator<'_>,
+) {
     let url = url.expose_secret();
     // Placeholders are already reported, as an error or a warning depending on the environment.
     if config_core::is_placeholder(url) {
@@ -100,6 +113,65 @@ fn validate_url(key: &str, url: &SecretString, require_tls: bool, v: &mut Valida
             key,
             "connects to a remote host without TLS; add ?sslmode=verify-full (or require), or set database.require_tls: false knowingly",
         ),
-        Ok(_) => {}
+        Ok(options) => {
+            check_verified_tls(key, tls_verify, &options, v);
+            check_password(key, url, &options, v);
+        }
+    }
+}
+
+/// `sslmode=require`/`prefer` encrypt but accept any certificate: a man in the middle can read
+/// the password and every memory. Staging warns, production refuses, unless `tls_verify: false`.
+fn check_verified_tls(
+    key: &str,
+    tls_verify: bool,
+    options: &PgConnectOptions,
+    v: &mut Validator<'_>,
+) {
+    use sqlx::postgres::PgSslMode;
+    let environment = v.environment();
+    if !tls_verify || !environment.is_strict() || is_local(options) {
+        return;
+    }
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        _ => return,
+    };
+    let message = format!(
+        "sslmode={mode} to the remote host {} does not verify the server's certificate (verify-ca checks the CA but not the host name); use sslmode=verify-full&sslrootcert=/path/to/ca.pem, or set database.tls_verify: false knowingly",
+        options.get_host()
+    );
+    if environment == config_core::Environment::Production {
+        v.error(key, message);
+    } else {
+        v.warning(key, message);
+    }
+}
+
+/// The password in the URL: long enough, not a default, not the role name.
+fn check_password(key: &str, url: &str, options: &PgConnectOptions, v: &mut Validator<'_>) {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return;
+    };
+    let from_query = parsed
+        .query_pairs()
+        .find(|(key, _)| key == "password")
+        .map(|(_, value)| SecretString::from(value.into_owned()));
+    let from_userinfo = parsed.password().map(|p| {
+        SecretString::from(
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
+    });
+    let Some(password) = from_query.or(from_userinfo) else {
+        return;
+    };
+    if let Some(weakness) =
+        config_core::password_weakness(password.expose_secret(), Some(options.get_username()))
+    {
+        v.strict(key, weakness);
     }
 }

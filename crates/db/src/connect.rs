@@ -183,7 +183,7 @@ fn encrypts(mode: PgSslMode) -> bool {
 }
 
 /// A unix socket, `localhost`, 127.0.0.0/8 or ::1: traffic that never leaves the machine.
-fn is_local(options: &PgConnectOptions) -> bool {
+pub(crate) fn is_local(options: &PgConnectOptions) -> bool {
     if options.get_socket().is_some() {
         return true;
     }
@@ -224,4 +224,37 @@ fn shorten(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
+}
+
+/// Puts a new `database.url` (normally a rotated password) into effect for `pool` without
+/// dropping it: the URL is first tried with one connection, so a wrong password changes nothing;
+/// then new pool connections use it while the open ones go on until they are recycled.
+pub async fn switch_credentials(pool: &PgPool, config: &DatabaseConfig) -> Result<(), DbError> {
+    let raw = config.url.expose_secret();
+    let url = redacted_url(raw);
+    let scrubber = Scrubber::for_url(raw);
+    let options = PgConnectOptions::from_str(raw).map_err(|err| DbError::InvalidUrl {
+        url: url.clone(),
+        reason: scrubber.scrub(&err.to_string()),
+    })?;
+    if config.require_tls && is_plaintext_to_remote(&options) {
+        return Err(DbError::PlaintextRefused { url });
+    }
+    match PgConnection::connect_with(&options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+        }
+        Err(err) => {
+            retryable_reason(err, &url, &scrubber).and_then(|reason| {
+                Err(DbError::Unavailable {
+                    url: url.clone(),
+                    waited: Duration::ZERO,
+                    attempts: 1,
+                    last_error: reason,
+                })
+            })?;
+        }
+    }
+    pool.set_connect_options(options);
+    Ok(())
 }

@@ -37,11 +37,12 @@ pub(crate) mod lock;
 mod migrate;
 mod provision;
 mod redact;
+mod role;
 mod scram;
 mod stamp;
 
 pub use config::{DatabaseConfig, PoolConfig};
-pub use connect::{ConnectProgress, connect, connect_direct};
+pub use connect::{ConnectProgress, connect, connect_direct, switch_credentials};
 pub use error::DbError;
 pub use fingerprint::{
     CatalogEntry, ObjectKind, SchemaDifference, SchemaFingerprint, diff, fingerprint,
@@ -50,6 +51,7 @@ pub use lock::{JobLock, try_job_lock};
 pub use migrate::{MigrationInfo, MigrationReport, migrate, pending};
 pub use provision::{
     DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword, database_name, drop_database,
-    provision, role_name,
+    provision, role_name, set_password,
 };
+pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};

@@ -355,3 +355,23 @@ fn quote_literal(text: &str) -> String {
         format!("'{doubled}'")
     }
 }
+
+/// Gives `role` a new password, sent as a SCRAM verifier computed here (never in clear text, so
+/// it appears in no server log). `admin` needs the right to alter the role (a superuser, or
+/// CREATEROLE over it). Open sessions of the role stay logged in.
+pub async fn set_password(
+    admin: &PgPool,
+    role: &str,
+    password: &SecretString,
+) -> Result<(), DbError> {
+    let mut conn = admin
+        .acquire()
+        .await
+        .map_err(DbError::query("get an admin connection"))?;
+    let alter = format!(
+        "ALTER ROLE {} PASSWORD {}",
+        quote_ident(role),
+        quote_literal(&verifier(password)?)
+    );
+    execute(&mut conn, alter, format!("set the password of {role}")).await
+}

@@ -43,8 +43,10 @@ pub enum Command {
     /// database.connect_wait_secs (exit 75 if it stays unreachable) → environment stamp and
     /// migrations (exit 78 on a mismatch or pending migrations without database.auto_migrate) →
     /// listener → READY=1. SIGTERM/SIGINT drain in-flight requests for up to
-    /// server.shutdown_grace_secs and exit 0; SIGHUP reloads the log level, payload logging and
-    /// rate limit.
+    /// server.shutdown_grace_secs and exit 0; SIGHUP re-reads the configuration and secret files
+    /// and applies the log level, payload logging, rate limit, accepted bearer tokens and a new
+    /// database password. Staging and production refuse a SUPERUSER or BYPASSRLS database role
+    /// (exit 78).
     Serve(ServeArgs),
     /// Inspect the configuration of the selected environment.
     #[command(subcommand)]
@@ -63,7 +65,8 @@ pub enum Command {
     /// targets and $CREDENTIALS_DIRECTORY files are mode 0600 or stricter and owned by the user
     /// running the check (secret-file-mode); required secrets are set and not placeholders
     /// (secrets); the database connection uses TLS or stays on this machine (db-tls); the
-    /// database answers within 2 s (db-connect), is stamped for this environment (db-stamp) and
+    /// database answers within 2 s (db-connect), its login role has no SUPERUSER or BYPASSRLS
+    /// (db-role; CREATEROLE/CREATEDB warn), it is stamped for this environment (db-stamp) and
     /// has no pending migrations (db-migrations); the last good backup is younger than
     /// backup.max_age_hours (db-backup; WARN if there is none yet or the last attempt failed).
     /// Host checks: the installed

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use config_core::{Config, ConfigEnum, EnvSnapshot, LoadFailure, LoadOptions, Loaded, Validator};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::PreviousTokens;
+
 /// Prefix of every derived variable name.
 pub const ENV_PREFIX: &str = "COGMEM";
 /// The shared configuration file, relative to the configuration root.
@@ -117,6 +119,11 @@ pub struct AuthConfig {
     /// The bearer token clients must present.
     #[config(alias = "MCP_AUTH_TOKEN")]
     pub token: Option<SecretString>,
+    /// Earlier bearer tokens still accepted while clients move to the current one (a rotation):
+    /// entries separated by commas or newlines, each `TOKEN` or `TOKEN;expires=2026-12-31T23:59:59Z`
+    /// (RFC 3339). Remove them, and reload, once every client uses the new token.
+    #[config(alias = "MCP_AUTH_TOKEN_PREVIOUS")]
+    pub previous_tokens: Option<PreviousTokens>,
 }
 
 #[derive(Debug, Config)]
@@ -149,6 +156,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Config)]
+#[config(validate = validate_logging)]
 pub struct LoggingConfig {
     /// Most verbose level logged.
     #[config(default = "info", alias = "LOG_LEVEL")]
@@ -263,7 +271,39 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
             Some(token) if token.expose_secret().chars().count() < MIN_TOKEN_CHARS => {
                 v.strict("auth.token", format!("shorter than {MIN_TOKEN_CHARS} characters; generate one with `openssl rand -hex 32`"))
             }
-            Some(_) => {}
+            Some(token) => {
+                if let Some(weakness) = config_core::token_weakness(token.expose_secret()) {
+                    v.strict("auth.token", weakness);
+                }
+            }
+        }
+        for (n, previous) in server
+            .auth
+            .previous_tokens
+            .iter()
+            .flat_map(|p| p.0.iter())
+            .enumerate()
+        {
+            if let Some(weakness) = config_core::token_weakness(previous.token.expose_secret()) {
+                v.strict(
+                    "auth.previous_tokens",
+                    format!("entry {}: {weakness}", n + 1),
+                );
+            }
+        }
+    }
+    if env == config_core::Environment::Production {
+        for origin in &server.http.allowed_origins {
+            let origin = origin.trim();
+            let loopback = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+                .iter()
+                .any(|l| origin == *l || origin.starts_with(&format!("{l}:")));
+            if origin.starts_with("http://") && !loopback {
+                v.warning(
+                    "http.allowed_origins",
+                    format!("{origin} is a plain http:// origin: pages from it travel unencrypted and can be altered on the way; list its https:// form"),
+                );
+            }
         }
     }
     if env == config_core::Environment::Production
@@ -317,6 +357,24 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
                 "must be at least server.http.max_body_bytes ({}), or a body of the largest accepted size could never be read",
                 http.max_body_bytes
             ),
+        );
+    }
+}
+
+fn validate_logging(logging: &LoggingConfig, v: &mut Validator<'_>) {
+    if v.environment() != config_core::Environment::Production {
+        return;
+    }
+    if logging.log_payloads {
+        v.error(
+            "log_payloads",
+            "memory contents and tool arguments are personal data and are never logged in production; remove the setting (or set it to false)",
+        );
+    }
+    if logging.level == LogLevel::Trace {
+        v.warning(
+            "level",
+            "trace logs every SQL statement and the MCP library's protocol messages (client and session metadata) in production; use info, or debug for a short investigation",
         );
     }
 }

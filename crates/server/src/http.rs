@@ -30,12 +30,25 @@ pub use guard::{Guard, Principal, check_envelope};
 pub use rate_limit::RateLimiter;
 
 use crate::app::AppState;
+use crate::auth::{PreviousTokens, TokenSet};
 use crate::config::ServerConfig;
 use crate::health::State as ReadyState;
 use crate::mcp::MemoryServer;
 
 /// Header carrying the request id, set on the request (for the MCP handler) and the response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The tokens `/mcp` accepts under `server`, or `None` when it needs none.
+pub fn token_set(server: &ServerConfig) -> Option<TokenSet> {
+    let auth = &server.auth;
+    let current = auth.token.as_ref().filter(|_| auth.required)?;
+    Some(TokenSet::new(
+        current,
+        auth.previous_tokens
+            .as_ref()
+            .unwrap_or(&PreviousTokens::default()),
+    ))
+}
 
 /// The whole HTTP application. `shutdown` ends rmcp's in-flight streams when the daemon stops.
 pub fn router(

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cognitive-memory-mcp");
 /// Unique values that must never appear in any output.
-const CANARY_PASSWORD: &str = "CanaryPw-7f3a9c1e";
+const CANARY_PASSWORD: &str = "CanaryPw-7f3a9c1e5b2d80469e";
 const CANARY_TOKEN: &str = "CanaryToken-b62d04e81f5a4c37";
 
 struct Root {

@@ -184,6 +184,7 @@ fn production_database() -> String {
             acquire_timeout_secs: 5,
             connect_wait_secs: 5,
             require_tls: true,
+            tls_verify: true,
             auto_migrate: false,
         };
         let pool = db::connect(&config, |_| {}).await.unwrap();

@@ -314,7 +314,8 @@ async fn named_statements_fail_through_pgbouncer_transaction_mode() {
     let mut daemon = Launch::http(&through(&database.url, bouncer.port))
         .env("COGMEM__DATABASE__MIGRATION_URL", &database.url)
         .env("COGMEM__SERVER__RATE_LIMIT__REQUESTS_PER_MINUTE", "1000000")
-        .env("COGMEM__DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+        // Long enough that a loaded machine's pool waits do not pass for collisions.
+        .env("COGMEM__DATABASE__ACQUIRE_TIMEOUT_SECS", "10")
         .spawn();
     let base = daemon.ready();
     let (calls, errors) = load(&base, "named", 1).await;

@@ -18,6 +18,7 @@ pub fn config(url: &str, connect_wait_secs: u64) -> DatabaseConfig {
         acquire_timeout_secs: 10,
         connect_wait_secs,
         require_tls: true,
+        tls_verify: true,
         auto_migrate: false,
     }
 }

@@ -15,11 +15,11 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::rate_limit::RateLimiter;
+use crate::auth::{AuthError, SharedTokenSet};
 use crate::config::ServerConfig;
 
 /// How long a request waits for room in the body budget before it is shed with 503.
@@ -44,16 +44,17 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The accepted bearer tokens, `None` when authentication is off; SIGHUP replaces them.
+    pub fn tokens(&self) -> Option<&SharedTokenSet> {
+        self.authenticator.tokens.as_ref()
+    }
+
     pub fn new(server: &ServerConfig) -> Self {
         let http = &server.http;
         Self {
             origins: OriginPolicy::new(http.bind, &http.allowed_origins, &http.allowed_hosts),
             authenticator: Authenticator {
-                token: server
-                    .auth
-                    .required
-                    .then(|| server.auth.token.clone())
-                    .flatten(),
+                tokens: super::token_set(server).map(SharedTokenSet::new),
             },
             // Validated as IP addresses by the configuration schema.
             trusted_proxies: http
@@ -117,18 +118,25 @@ impl Principal {
 /// Checks a request's credentials. The single place that knows what a credential is.
 #[derive(Debug)]
 pub struct Authenticator {
-    /// `None` when authentication is disabled (development on loopback only).
-    token: Option<SecretString>,
+    /// `None` when authentication is disabled (development on loopback only). SIGHUP replaces
+    /// the accepted tokens in place (`reload.rs`).
+    pub tokens: Option<SharedTokenSet>,
 }
 
 impl Authenticator {
-    /// The principal the request's credentials name, or `None` when they are missing or wrong.
-    pub fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Option<Principal> {
-        match &self.token {
-            None => Some(Principal {
+    /// The principal the request's credentials name, or why they are refused.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        match &self.tokens {
+            None => Ok(Principal {
                 name: format!("anonymous@{client}"),
             }),
-            Some(token) => bearer_matches(headers, token).then(|| Principal {
+            // Every accepted token acts for the one principal `token`: rotating from the previous
+            // to the current token must not hand a client a fresh rate-limit allowance.
+            Some(tokens) => tokens.check(headers).map(|_| Principal {
                 name: "token".to_owned(),
             }),
         }
@@ -159,15 +167,15 @@ pub async fn authenticate(
 ) -> Response {
     let client = guard.client_address(&request);
     match guard.authenticator.authenticate(request.headers(), client) {
-        Some(principal) => {
+        Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        None => match guard.failed_auth.check(client) {
+        Err(refusal) => match guard.failed_auth.check(client) {
             Ok(()) => Response::builder()
                 .status(StatusCode::UNAUTHORIZED)
-                .header(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
-                .body(Body::from("missing or invalid bearer token\n"))
+                .header(header::WWW_AUTHENTICATE, refusal.challenge())
+                .body(Body::from(format!("{refusal}\n")))
                 .expect("static response parts are valid"),
             Err(wait) => too_many(wait, "too many failed authentication attempts\n"),
         },
@@ -437,26 +445,6 @@ fn too_large(limit: usize) -> Response {
         .into_response()
 }
 
-fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
-    let Some(presented) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(presented, token.expose_secret().as_bytes())
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    let mut difference = left.len() ^ right.len();
-    for (index, byte) in left.iter().enumerate() {
-        let other = right.get(index).copied().unwrap_or(!*byte);
-        difference |= usize::from(byte ^ other);
-    }
-    difference == 0
-}
-
 /// Which `Host` and `Origin` headers may reach `/mcp`.
 #[derive(Debug)]
 struct OriginPolicy {
@@ -566,33 +554,6 @@ fn origin_is_loopback(origin: &str) -> bool {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-
-    #[test]
-    fn tokens_compare_equal_only_when_identical() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-token-longer"));
-        assert!(!constant_time_eq(b"secret-token-longer", b"secret-token"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn only_the_bearer_scheme_is_accepted() {
-        let token = SecretString::from("0123456789abcdef");
-        let mut headers = HeaderMap::new();
-        assert!(!bearer_matches(&headers, &token));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic 0123456789abcdef"),
-        );
-        assert!(!bearer_matches(&headers, &token));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer 0123456789abcdef"),
-        );
-        assert!(bearer_matches(&headers, &token));
-    }
 
     #[test]
     fn hosts_include_loopback_the_bind_address_and_extras() {
