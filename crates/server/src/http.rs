@@ -1,7 +1,8 @@
 //! The HTTP surface: MCP at `/mcp` (streamable HTTP, stateless), `/health` and `/ready`.
 //!
-//! Every request gets an id (`x-request-id`, also in every log line of the request). `/mcp` is
-//! guarded, in this order: rate limit (429), bearer token (401), Origin and Host allow-lists
+//! Every request gets an id (`x-request-id`, also in every log line of the request) and is
+//! counted by route and status (`telemetry::metrics`). `/mcp` (and `/metrics` when it shares this
+//! listener) is guarded, in this order: rate limit (429), bearer token (401), Origin and Host allow-lists
 //! (403/rmcp), body limit (413) and request timeout (408).
 
 mod rate_limit;
@@ -91,6 +92,7 @@ pub fn router(
     );
     let guarded = Router::new()
         .nest_service("/mcp", mcp)
+        .merge(crate::telemetry::metrics::shared_route(&app))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),
@@ -105,6 +107,9 @@ pub fn router(
         // Includes /.well-known/oauth-protected-resource: a 404 tells clients not to try OAuth.
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn(trace_request))
+        .layer(middleware::from_fn(
+            crate::telemetry::metrics::count_responses,
+        ))
 }
 
 /// Loopback names, the bind address and the configured extra names.

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod mcp;
 pub mod memory;
 pub mod serve;
+pub mod telemetry;
 
 /// Process exit codes (sysexits.h where one fits), relied on by the systemd unit
 /// (`RestartPreventExitStatus=78`).

@@ -29,16 +29,18 @@ use crate::http::{self, Guard};
 use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
 use crate::memory::{MemoryLimits, MemoryStore};
+use crate::telemetry::{self, Telemetry};
 
 /// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
 const EXTEND_SLACK: Duration = Duration::from_secs(10);
 /// Longest wait for the pool's connections to close after the drain.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys SIGHUP applies without a restart; any other changed key is reported as needing one.
-const LIVE_KEYS: [&str; 3] = [
+const LIVE_KEYS: [&str; 4] = [
     "logging.level",
     "logging.log_payloads",
     "server.rate_limit.requests_per_minute",
+    "telemetry.traces.sample_ratio",
 ];
 
 /// Runs the daemon until it is told to stop; returns the exit code.
@@ -265,14 +267,29 @@ impl Daemon {
         }
         let database = current_database(&pool).await;
 
+        let telemetry = match telemetry::start(
+            &self.config.telemetry,
+            environment,
+            tokio::runtime::Handle::current(),
+        ) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                tracing::error!("cannot start telemetry: {err}");
+                pool.close().await;
+                return exit::FAILURE;
+            }
+        };
         let health = Arc::new(Health::new(environment));
         let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory));
-        let app = Arc::new(AppState::new(
-            environment,
-            store,
-            health.clone(),
-            self.config.logging.log_payloads,
-        ));
+        let app = Arc::new(
+            AppState::new(
+                environment,
+                store,
+                health.clone(),
+                self.config.logging.log_payloads,
+            )
+            .with_shared_metrics(telemetry.shared_metrics()),
+        );
         let guard = Arc::new(Guard::new(&self.config.server));
         let stop = CancellationToken::new();
         // rmcp's own token: cancelled only after the drain, so in-flight calls can finish.
@@ -315,6 +332,13 @@ impl Daemon {
             }
         };
 
+        if let Err(err) = telemetry.run_beside(app.clone(), stop.clone()).await {
+            tracing::error!("{err}");
+            stop.cancel();
+            pool.close().await;
+            return exit::FAILURE;
+        }
+
         let ready_status = format!("{environment}: serving {serving_at}; database {database}");
         let _ = notifier.ready(&ready_status);
         tracing::info!(address = %serving_at, "ready: {ready_status}");
@@ -336,7 +360,14 @@ impl Daemon {
             code,
             transport_ended,
         } = self
-            .wait_for_stop(&mut signals, &mut serving, &app, &guard, &ready_status)
+            .wait_for_stop(
+                &mut signals,
+                &mut serving,
+                &app,
+                &guard,
+                &telemetry,
+                &ready_status,
+            )
             .await;
 
         // Stop: tell systemd first, then stop accepting and drain.
@@ -363,6 +394,8 @@ impl Daemon {
         {
             tracing::warn!("database connections did not close within {POOL_CLOSE_TIMEOUT:?}");
         }
+        // Blocks until the queued spans are exported: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         tracing::info!(exit_code = code, "stopped");
         code
     }
@@ -374,6 +407,7 @@ impl Daemon {
         serving: &mut Serving,
         app: &AppState,
         guard: &Guard,
+        telemetry: &Telemetry,
         ready_status: &str,
     ) -> Stop {
         loop {
@@ -383,7 +417,7 @@ impl Daemon {
                         tracing::info!("{signal} received: stopping");
                         return Stop { code: exit::OK, transport_ended: false };
                     }
-                    None => self.reload(app, guard, ready_status),
+                    None => self.reload(app, guard, telemetry, ready_status),
                 },
                 code = serving.ended() => {
                     return Stop { code, transport_ended: true };
@@ -393,7 +427,7 @@ impl Daemon {
     }
 
     /// SIGHUP: re-read the configuration, apply what can change live, report the rest.
-    fn reload(&mut self, app: &AppState, guard: &Guard, ready_status: &str) {
+    fn reload(&mut self, app: &AppState, guard: &Guard, telemetry: &Telemetry, ready_status: &str) {
         let _ = self.notifier.reloading();
         match config::load(
             &self.source,
@@ -418,6 +452,7 @@ impl Daemon {
                 guard
                     .rate_limiter
                     .set_per_minute(new.server.rate_limit.requests_per_minute);
+                telemetry.reload(&new.telemetry);
                 let changed = changed_keys(&self.values, &loaded.resolution.values);
                 let (live, restart): (Vec<&str>, Vec<&str>) = changed
                     .iter()

@@ -13,6 +13,7 @@ use super::{
     MemoryLimits, SearchMemory, SearchResults, SessionPage, Speaker, StoreInsight,
     StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn, Turn,
 };
+use crate::telemetry::statement;
 
 /// A timestamp column as RFC 3339 text in UTC with microseconds (sqlx has no time types here).
 macro_rules! rfc3339 {
@@ -297,13 +298,16 @@ impl MemoryStore {
     /// Store one dialogue turn (one statement, committed on return).
     pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
-        let row = sqlx::query(INSERT_RAW)
-            .bind(&p.session_id)
-            .bind(p.speaker.as_str())
-            .bind(&p.content)
-            .bind(metadata)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = statement(
+            "INSERT l0_raw",
+            sqlx::query(INSERT_RAW)
+                .bind(&p.session_id)
+                .bind(p.speaker.as_str())
+                .bind(&p.content)
+                .bind(metadata)
+                .fetch_one(&self.pool),
+        )
+        .await?;
         Ok(StoredTurn {
             id: row.try_get("id")?,
             session_id: row.try_get("session_id")?,
@@ -316,29 +320,35 @@ impl MemoryStore {
     /// [`MemoryError::UnknownSources`] and nothing is stored.
     pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = statement("BEGIN", self.pool.begin()).await?;
         if !insight.source_ids.is_empty() {
-            let missing: Vec<i64> = sqlx::query_scalar(MISSING_SOURCES)
-                .bind(&insight.source_ids)
-                .fetch_all(&mut *tx)
-                .await?;
+            let missing: Vec<i64> = statement(
+                "SELECT l0_raw sources",
+                sqlx::query_scalar(MISSING_SOURCES)
+                    .bind(&insight.source_ids)
+                    .fetch_all(&mut *tx),
+            )
+            .await?;
             if !missing.is_empty() {
                 tx.rollback().await?;
                 return Err(MemoryError::UnknownSources(missing));
             }
         }
-        let row = sqlx::query(INSERT_INSIGHT)
-            .bind(&insight.content)
-            .bind(&insight.source_ids)
-            .bind(&insight.tags)
-            .bind(insight.importance)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = statement(
+            "INSERT l2_insights",
+            sqlx::query(INSERT_INSIGHT)
+                .bind(&insight.content)
+                .bind(&insight.source_ids)
+                .bind(&insight.tags)
+                .bind(insight.importance)
+                .fetch_one(&mut *tx),
+        )
+        .await?;
         let stored = StoredInsight {
             id: row.try_get("id")?,
             created_at: row.try_get("created_at")?,
         };
-        tx.commit().await?;
+        statement("COMMIT", tx.commit()).await?;
         Ok(stored)
     }
 
@@ -370,7 +380,7 @@ impl MemoryStore {
         if let Some(session_id) = &p.session_id {
             query = query.bind(session_id);
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = statement("SELECT search", query.fetch_all(&self.pool)).await?;
         if rows.is_empty() {
             self.explain_no_hits(&p.query).await?;
         }
@@ -380,10 +390,11 @@ impl MemoryStore {
 
     /// After a search without hits: an error if the query could never match.
     async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
-        let row = sqlx::query(QUERY_SHAPE)
-            .bind(query)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = statement(
+            "SELECT query_shape",
+            sqlx::query(QUERY_SHAPE).bind(query).fetch_one(&self.pool),
+        )
+        .await?;
         let empty: bool = row.try_get("empty")?;
         let unindexable: bool = row.try_get("unindexable")?;
         if !empty && unindexable {
@@ -403,12 +414,15 @@ impl MemoryStore {
         let limit = usize::try_from(p.validate(&self.limits)?).unwrap_or(usize::MAX);
         let before_id = p.before_id.unwrap_or(i64::MAX);
         // One more than asked for tells whether older turns exist.
-        let rows = sqlx::query(SESSION_PAGE)
-            .bind(&p.session_id)
-            .bind(before_id)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = statement(
+            "SELECT l0_raw session",
+            sqlx::query(SESSION_PAGE)
+                .bind(&p.session_id)
+                .bind(before_id)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+                .fetch_all(&self.pool),
+        )
+        .await?;
         let more = rows.len() > limit;
         let mut turns = rows
             .iter()
@@ -433,14 +447,17 @@ impl MemoryStore {
     /// [`Forget`] for exactly what is erased and what is kept.
     pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = statement("BEGIN", self.pool.begin()).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {
-                let raw = sqlx::query_scalar(DELETE_SESSION)
-                    .bind(session_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let raw = statement(
+                    "DELETE l0_raw session",
+                    sqlx::query_scalar(DELETE_SESSION)
+                        .bind(session_id)
+                        .fetch_all(&mut *tx),
+                )
+                .await?;
                 (raw, Vec::new())
             }
             ForgetTarget::Items(items) => {
@@ -456,18 +473,24 @@ impl MemoryStore {
                 let insights: Vec<i64> = if insight_ids.is_empty() {
                     Vec::new()
                 } else {
-                    sqlx::query_scalar(DELETE_INSIGHTS)
-                        .bind(&insight_ids)
-                        .fetch_all(&mut *tx)
-                        .await?
+                    statement(
+                        "DELETE l2_insights",
+                        sqlx::query_scalar(DELETE_INSIGHTS)
+                            .bind(&insight_ids)
+                            .fetch_all(&mut *tx),
+                    )
+                    .await?
                 };
                 let raw: Vec<i64> = if raw_ids.is_empty() {
                     Vec::new()
                 } else {
-                    sqlx::query_scalar(DELETE_RAW)
-                        .bind(&raw_ids)
-                        .fetch_all(&mut *tx)
-                        .await?
+                    statement(
+                        "DELETE l0_raw",
+                        sqlx::query_scalar(DELETE_RAW)
+                            .bind(&raw_ids)
+                            .fetch_all(&mut *tx),
+                    )
+                    .await?
                 };
                 let deleted_raw: HashSet<i64> = raw.iter().copied().collect();
                 let deleted_insights: HashSet<i64> = insights.iter().copied().collect();
@@ -485,12 +508,15 @@ impl MemoryStore {
         let mut unlinked: Vec<i64> = if raw_deleted.is_empty() {
             Vec::new()
         } else {
-            sqlx::query_scalar(UNLINK)
-                .bind(&raw_deleted)
-                .fetch_all(&mut *tx)
-                .await?
+            statement(
+                "UPDATE l2_insights unlink",
+                sqlx::query_scalar(UNLINK)
+                    .bind(&raw_deleted)
+                    .fetch_all(&mut *tx),
+            )
+            .await?
         };
-        tx.commit().await?;
+        statement("COMMIT", tx.commit()).await?;
         unlinked.sort_unstable();
         Ok(ForgetReport {
             raw_deleted: count(raw_deleted.len()),
@@ -505,12 +531,14 @@ impl MemoryStore {
     /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
     /// for a status tool, too heavy for a liveness probe.
     pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
-        let row = sqlx::query(STATUS).fetch_one(&self.pool).await?;
+        let row = statement("SELECT status", sqlx::query(STATUS).fetch_one(&self.pool)).await?;
         let has_history: bool = row.try_get("has_history")?;
         let schema_version = if has_history {
-            sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
-                .fetch_one(&self.pool)
-                .await?
+            statement(
+                "SELECT refinery_schema_history",
+                sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION).fetch_one(&self.pool),
+            )
+            .await?
         } else {
             None
         };
@@ -528,10 +556,13 @@ impl MemoryStore {
     /// configured maximum.
     pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
         let limit = resolve_limit(Some(limit), &self.limits)?;
-        let rows = sqlx::query(RECENT_INSIGHTS)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = statement(
+            "SELECT l2_insights recent",
+            sqlx::query(RECENT_INSIGHTS)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool),
+        )
+        .await?;
         Ok(rows
             .iter()
             .map(insight)
