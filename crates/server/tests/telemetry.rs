@@ -217,7 +217,8 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
         if ty != "histogram" {
             continue;
         }
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+        type Labels = Vec<(String, String)>;
+        let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
         for sample in samples
             .iter()
             .filter(|s| s.name == format!("{name}_bucket"))
@@ -558,15 +559,18 @@ fn metrics_address(daemon: &Daemon) -> String {
     }
 }
 
+/// Export requests as received: raw bytes and decoded.
+type Received = Arc<Mutex<Vec<(Vec<u8>, ExportTraceServiceRequest)>>>;
+
 /// A loopback OTLP/HTTP receiver: every export request decoded, and its raw bytes kept.
 struct Receiver {
     url: String,
-    requests: Arc<Mutex<Vec<(Vec<u8>, ExportTraceServiceRequest)>>>,
+    requests: Received,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
-        let requests: Arc<Mutex<Vec<(Vec<u8>, ExportTraceServiceRequest)>>> = Arc::default();
+        let requests: Received = Arc::default();
         let store = requests.clone();
         let app = axum::Router::new().route(
             "/v1/traces",
