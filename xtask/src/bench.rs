@@ -20,6 +20,7 @@ pub(crate) mod report;
 mod seed;
 pub(crate) mod server;
 pub(crate) mod stats;
+mod telemetry;
 pub(crate) mod words;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -66,6 +67,10 @@ pub struct BenchOptions {
     /// `<!-- bench:end -->`).
     #[arg(long)]
     pub write_doc: bool,
+    /// Measure only the telemetry overhead (store throughput at 32 clients, telemetry on vs
+    /// off), skipping the seeded database; cannot be combined with --write-doc.
+    #[arg(long, conflicts_with = "write_doc")]
+    pub telemetry_only: bool,
     /// Measure this server binary instead of building the release binary (for tests).
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
@@ -82,6 +87,9 @@ impl BenchOptions {
         }
         if self.write_doc {
             command.push_str(" --write-doc");
+        }
+        if self.telemetry_only {
+            command.push_str(" --telemetry-only");
         }
         if let Some(binary) = &self.binary {
             command.push_str(&format!(" --binary {}", binary.display()));
@@ -110,6 +118,8 @@ struct Profile {
     search_warmup: usize,
     search_per_kind: usize,
     search_worst_case: usize,
+    /// ABBA rounds of the telemetry overhead (each runs both servers twice).
+    telemetry_rounds: usize,
 }
 
 const FULL: Profile = Profile {
@@ -130,6 +140,7 @@ const FULL: Profile = Profile {
     search_warmup: 10,
     search_per_kind: 200,
     search_worst_case: 5,
+    telemetry_rounds: 3,
 };
 
 const QUICK: Profile = Profile {
@@ -150,6 +161,7 @@ const QUICK: Profile = Profile {
     search_warmup: 2,
     search_per_kind: 30,
     search_worst_case: 3,
+    telemetry_rounds: 1,
 };
 
 pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
@@ -165,7 +177,13 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
     println!("bench: {} run of {}", profile.name, binary.display());
     let cluster = start_cluster()?;
     let runtime = runtime()?;
-    let report = runtime.block_on(measure(root, &binary, &cluster, &profile, options))?;
+    let report = if options.telemetry_only {
+        runtime.block_on(measure_telemetry_only(
+            root, &binary, &cluster, &profile, options,
+        ))?
+    } else {
+        runtime.block_on(measure(root, &binary, &cluster, &profile, options))?
+    };
     drop(runtime);
     drop(cluster);
 
@@ -368,6 +386,8 @@ async fn measure(
     if !status.success() {
         bail!("the server exited with {status} after the load:\n{tail}");
     }
+    println!("bench: telemetry overhead");
+    figures.push(telemetry_overhead(root, binary, cluster, &vocabulary, profile).await?);
 
     notes.push(format!(
         "Seeded database: {} turns in {} sessions and {} insights ({:.0} MiB with indexes), \
@@ -413,6 +433,48 @@ async fn measure(
         date: now_utc(),
         figures,
         notes,
+    })
+}
+
+async fn telemetry_overhead(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    vocabulary: &Arc<Vocabulary>,
+    profile: &Profile,
+) -> Result<Figure> {
+    let plan = telemetry::Plan {
+        rounds: profile.telemetry_rounds,
+        warmup: profile.load_warmup,
+        duration: profile.load_duration,
+    };
+    telemetry::overhead(binary, root, cluster, vocabulary, plan).await
+}
+
+/// `--telemetry-only`: the overhead figure alone.
+async fn measure_telemetry_only(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+    options: &BenchOptions,
+) -> Result<Report> {
+    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
+    let figure = telemetry_overhead(root, binary, cluster, &vocabulary, profile).await?;
+    let postgresql = String::from("(not asked)");
+    Ok(Report {
+        command: options.command(),
+        mode: profile.name,
+        machine: Machine::describe(postgresql),
+        date: now_utc(),
+        figures: vec![figure],
+        notes: vec![format!(
+            "{} ABBA round(s) of {:.0} s runs per server, after {:.1} s warm-up each; both servers \
+             on one fresh database of the throwaway cluster (fsync off), rate limit raised.",
+            profile.telemetry_rounds,
+            profile.load_duration.as_secs_f64(),
+            profile.load_warmup.as_secs_f64()
+        )],
     })
 }
 
