@@ -430,6 +430,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn telemetry_knows_every_tool_by_name() {
+        let mut routed: Vec<String> = MemoryServer::tool_router()
+            .list_all()
+            .into_iter()
+            .map(|tool| tool.name.into_owned())
+            .collect();
+        routed.sort();
+        let mut named: Vec<&str> = TOOLS.to_vec();
+        named.sort();
+        assert_eq!(routed, named);
+    }
+
+    #[test]
     fn argument_errors_name_the_field_but_not_the_value() {
         let message = check_arguments::<StoreRawDialogue>(serde_json::json!({
             "session_id": "s", "speaker": "robot-canary", "content": "x"

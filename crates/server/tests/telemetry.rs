@@ -954,3 +954,65 @@ fn wait_for_log(daemon: &Daemon, needle: &str, times: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Metric names (`cogmem_…`, `mcp_server_…`, `http_server_…`) mentioned in `text`, without the
+/// histogram suffixes.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| {
+            ["cogmem_", "mcp_server_", "http_server_"]
+                .iter()
+                .any(|prefix| word.starts_with(prefix))
+        })
+        .map(|word| {
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_dashboard_and_the_docs_name_only_metrics_the_daemon_exports() {
+    use cognitive_memory_mcp::telemetry::metrics::*;
+    let exported = [
+        OPERATION_DURATION,
+        CALLS,
+        HTTP_RESPONSES,
+        POOL_SIZE,
+        POOL_IDLE,
+        POOL_MAX,
+        STATEMENTS_IN_FLIGHT,
+        POOL_WAITERS,
+        HEALTH_CHECK,
+        READY,
+        BUILD_INFO,
+        BACKUP_LAST_SUCCESS,
+        RETENTION_PURGED,
+    ];
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for file in [
+        "deploy/grafana/cognitive-memory-mcp.json",
+        "docs/observability.md",
+    ] {
+        let text = std::fs::read_to_string(repo.join(file)).unwrap();
+        if file.ends_with(".json") {
+            let dashboard: Value = serde_json::from_str(&text).unwrap();
+            assert!(!dashboard["panels"].as_array().unwrap().is_empty());
+        }
+        let named = metric_names(&text);
+        for name in &named {
+            assert!(
+                exported.contains(&name.as_str()),
+                "{file} names {name}, which is not exported"
+            );
+        }
+        if file.ends_with(".md") {
+            for name in exported {
+                assert!(named.contains(name), "{file} does not document {name}");
+            }
+        }
+    }
+}
