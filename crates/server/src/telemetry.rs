@@ -128,6 +128,19 @@ pub fn call_span(
     request_meta: Option<&rmcp::model::RequestMetaObject>,
     context: &RequestContext<RoleServer>,
 ) -> CallSpan {
+    if !traces::enabled() {
+        // Metrics need the method and tool only; skip reading the rest.
+        return CallSpan {
+            name: String::new(),
+            method,
+            tool,
+            request_id: String::new(),
+            protocol_version: None,
+            transport: "",
+            traceparent: None,
+            tracestate: None,
+        };
+    }
     let parts = context.extensions.get::<axum::http::request::Parts>();
     let header = |name: &str| {
         parts

@@ -60,6 +60,11 @@ pub const MAX_HELD_PER_PARENT: usize = 64;
 /// no-op costing one atomic load.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
+/// Whether traces are on in this process.
+pub fn enabled() -> bool {
+    TRACER.get().is_some()
+}
+
 /// The running trace pipeline.
 #[derive(Debug)]
 pub struct Traces {
