@@ -249,6 +249,14 @@ fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
 }
 
 fn validate_telemetry(telemetry: &TelemetryConfig, v: &mut Validator<'_>) {
+    if let Some(bind) = telemetry.metrics.bind
+        && !telemetry.metrics.enabled
+    {
+        v.warning(
+            "metrics.bind",
+            format!("set to {bind}, but telemetry.metrics.enabled is false: no metrics are served; set it to true"),
+        );
+    }
     let ratio = telemetry.traces.sample_ratio;
     if !(0.0..=1.0).contains(&ratio) {
         v.error(
