@@ -16,6 +16,7 @@
 mod config_load;
 pub(crate) mod http;
 pub(crate) mod load;
+mod relevance;
 pub(crate) mod report;
 mod seed;
 pub(crate) mod server;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use config_core::Environment;
-use pg_harness::TestCluster;
+use pg_harness::{Durability, TestCluster};
 use serde_json::{Value, json};
 use sqlx::postgres::PgPoolOptions;
 
@@ -71,6 +72,15 @@ pub struct BenchOptions {
     /// off), skipping the seeded database; cannot be combined with --write-doc.
     #[arg(long, conflicts_with = "write_doc")]
     pub telemetry_only: bool,
+    /// Only the HTTP load figures (store and search at 1, 8 and 32 clients, RSS): skips the
+    /// configuration load, migrations, start-up and search-latency figures. Not with `--write-doc`.
+    #[arg(long, conflicts_with = "write_doc")]
+    pub http_only: bool,
+    /// Also measure the store load on a second cluster with fsync, full_page_writes and
+    /// synchronous_commit off, as extra rows labelled "fsync off" (the main rows always run at
+    /// PostgreSQL's default durability).
+    #[arg(long)]
+    pub fsync_off_row: bool,
     /// Measure this server binary instead of building the release binary (for tests).
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
@@ -90,6 +100,12 @@ impl BenchOptions {
         }
         if self.telemetry_only {
             command.push_str(" --telemetry-only");
+        }
+        if self.http_only {
+            command.push_str(" --http-only");
+        }
+        if self.fsync_off_row {
+            command.push_str(" --fsync-off-row");
         }
         if let Some(binary) = &self.binary {
             command.push_str(&format!(" --binary {}", binary.display()));
@@ -175,17 +191,27 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         None => crate::release::build_server(root, "bench")?,
     };
     println!("bench: {} run of {}", profile.name, binary.display());
-    let cluster = start_cluster()?;
+    let cluster = start_cluster(Durability::Default)?;
     let runtime = runtime()?;
-    let report = if options.telemetry_only {
+    let mut report = if options.telemetry_only {
         runtime.block_on(measure_telemetry_only(
             root, &binary, &cluster, &profile, options,
         ))?
     } else {
         runtime.block_on(measure(root, &binary, &cluster, &profile, options))?
     };
-    drop(runtime);
     drop(cluster);
+    if options.fsync_off_row {
+        let cluster = start_cluster(Durability::Off)?;
+        let figures = runtime.block_on(store_without_fsync(root, &binary, &cluster, &profile))?;
+        report.figures.extend(figures);
+        report.notes.push(
+            "Rows labelled \"fsync off\": the same store load on a second cluster with fsync, \
+             full_page_writes and synchronous_commit off (a throwaway setting, never production's)."
+                .to_owned(),
+        );
+    }
+    drop(runtime);
 
     println!("\n{}", report.table());
     for note in &report.notes {
@@ -237,9 +263,10 @@ pub(crate) fn exec_release_xtask(repo: &Path) -> anyhow::Error {
     anyhow::Error::new(err).context(format!("run {}", xtask.display()))
 }
 
-pub(crate) fn start_cluster() -> Result<TestCluster> {
-    println!("bench: starting a throwaway PostgreSQL cluster");
-    TestCluster::start().context("start a throwaway PostgreSQL cluster")
+/// A throwaway cluster; the benchmark's figures use [`Durability::Default`] (production's).
+pub(crate) fn start_cluster(durability: Durability) -> Result<TestCluster> {
+    println!("bench: starting a throwaway PostgreSQL cluster (durability {durability:?})");
+    TestCluster::start_with(durability).context("start a throwaway PostgreSQL cluster")
 }
 
 /// Two workers: the machine the goals are set for has two cores, shared with the server.
@@ -286,33 +313,16 @@ async fn measure(
     };
     let machine = Machine::describe(postgresql);
 
-    println!("bench: configuration load");
-    let times = config_load::measure(root, profile.config_warmup, profile.config_samples)?;
-    let stats = Stats::of_durations(&times).expect("samples");
-    figures.push(
-        Figure::timing(
-            "config.load",
-            "configuration load, production layout",
-            stats,
-            "median",
-        )
-        .with_goal(Goal::at_most("median", stats.median, 1.0, "ms")),
-    );
-
-    println!("bench: migrations and schema fingerprint");
-    figures.extend(migrations(cluster, profile).await?);
-
-    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
-    println!("bench: start-up");
-    let startup_url = stamped_database(cluster).await?;
-    let mut launcher = Launcher::new(binary, root, &startup_url)?;
-    figures.extend(startup(&mut launcher, profile)?);
+    if !options.http_only {
+        figures.extend(fixed_costs(root, binary, cluster, profile).await?);
+    }
 
     println!(
         "bench: seeding {} turns and {} insights",
         grouped(profile.turns as f64),
         grouped(profile.insights as f64)
     );
+    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
     let url = stamped_database(cluster).await?;
     let seeded = seed::seed(&url, &vocabulary, profile.turns, profile.insights).await?;
     println!(
@@ -366,7 +376,9 @@ async fn measure(
         count,
         &mut rng,
     );
-    figures.extend(search_latency(&server, &vocabulary, &seeded, &queries, profile).await?);
+    if !options.http_only {
+        figures.extend(search_latency(&server, &vocabulary, &seeded, &queries, profile).await?);
+    }
 
     println!("bench: HTTP load");
     let mix: Arc<Vec<Value>> = Arc::new(
@@ -375,7 +387,7 @@ async fn measure(
             .map(|(_, arguments)| arguments)
             .collect(),
     );
-    figures.extend(http_load(&server, &vocabulary, &mix, profile).await?);
+    figures.extend(http_load(&server, &vocabulary, &mix, profile, LoadRows::Main).await?);
     let after = server.memory()?;
     figures.push(
         Figure::single("rss.peak", "RSS peak under load (VmHWM)", after.hwm, "MiB")
@@ -412,9 +424,9 @@ async fn measure(
         profile.load_duration.as_secs_f64()
     ));
     notes.push(
-        "PostgreSQL: a throwaway cluster of pg-harness (default settings except fsync, \
-         full_page_writes and synchronous_commit off) on the same machine as the server and the \
-         load generator; the server runs `--env test` with config/config.yaml (pool of 10 \
+        "PostgreSQL: a throwaway cluster of pg-harness at PostgreSQL's default durability \
+         (fsync, full_page_writes and synchronous_commit on) on the same machine as the server \
+         and the load generator; the server runs `--env test` with config/config.yaml (pool of 10 \
          connections). Start-up figures use an empty stamped database."
             .to_owned(),
     );
@@ -470,12 +482,123 @@ async fn measure_telemetry_only(
         figures: vec![figure],
         notes: vec![format!(
             "{} ABBA round(s) of {:.0} s runs per server, after {:.1} s warm-up each; both servers \
-             on one fresh database of the throwaway cluster (fsync off), rate limit raised.",
+             on one fresh database of the throwaway cluster (PostgreSQL's default durability: \
+             fsync, full_page_writes and synchronous_commit on), rate limit raised.",
             profile.telemetry_rounds,
             profile.load_duration.as_secs_f64(),
             profile.load_warmup.as_secs_f64()
         )],
     })
+}
+
+/// The store load rows on a cluster with fsync off, seeded like the main one.
+async fn store_without_fsync(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+) -> Result<Vec<Figure>> {
+    println!("bench: store load with fsync off (labelled rows)");
+    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
+    let url = stamped_database(cluster).await?;
+    seed::seed(&url, &vocabulary, profile.turns, profile.insights).await?;
+    let mut launcher = Launcher::new(binary, root, &url)?;
+    launcher
+        .env
+        .push((RATE_LIMIT_VAR.to_owned(), RATE_LIMIT_OFF.to_owned()));
+    let (server, _) = launcher.http()?;
+    let figures = http_load(
+        &server,
+        &vocabulary,
+        &Arc::new(Vec::new()),
+        profile,
+        LoadRows::FsyncOff,
+    )
+    .await?;
+    let tail = server.log_tail();
+    let status = server.stop()?;
+    if !status.success() {
+        bail!("the server exited with {status} after the fsync-off load:\n{tail}");
+    }
+    Ok(figures)
+}
+
+/// The figures that need no seeded database: configuration load, migrations, start-up.
+async fn fixed_costs(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    println!("bench: configuration load");
+    let times = config_load::measure(root, profile.config_warmup, profile.config_samples)?;
+    let stats = Stats::of_durations(&times).expect("samples");
+    figures.push(
+        Figure::timing(
+            "config.load",
+            "configuration load, production layout",
+            stats,
+            "median",
+        )
+        .with_goal(Goal::at_most("median", stats.median, 1.0, "ms")),
+    );
+
+    println!("bench: migrations and schema fingerprint");
+    figures.extend(migrations(cluster, profile).await?);
+
+    println!("bench: known-item relevance");
+    let vocabulary = Vocabulary::new(VOCABULARY);
+    figures.extend(known_item_relevance(cluster, &vocabulary).await?);
+
+    println!("bench: start-up");
+    let startup_url = stamped_database(cluster).await?;
+    let mut launcher = Launcher::new(binary, root, &startup_url)?;
+    figures.extend(startup(&mut launcher, profile)?);
+    Ok(figures)
+}
+
+/// recall@5 and MRR of `search_memory` on a known-item corpus, now and with the ranking before
+/// issue #18 (see bench/relevance.rs).
+async fn known_item_relevance(
+    cluster: &TestCluster,
+    vocabulary: &Vocabulary,
+) -> Result<Vec<Figure>> {
+    let url = stamped_database(cluster).await?;
+    let measured = relevance::measure(&url, vocabulary).await?;
+    let label = |when: &str| {
+        format!(
+            "known-item search ({} memories, {} queries, one relevant item each): {when}",
+            grouped(measured.memories as f64),
+            measured.now.queries
+        )
+    };
+    let unit = |scores: &relevance::Scores| {
+        format!(
+            "recall@{} ({}/{}); MRR {}",
+            relevance::K,
+            scores.found,
+            scores.queries,
+            report::number(scores.mrr)
+        )
+    };
+    Ok(vec![
+        Figure::single(
+            "search.relevance",
+            &label("ranking over every match (now)"),
+            measured.now.recall(),
+            &unit(&measured.now),
+        )
+        .with("mrr", measured.now.mrr)
+        .with_goal(Goal::at_least("recall@5", measured.now.recall(), 1.0, "")),
+        Figure::single(
+            "search.relevance.before",
+            &label("before #18 (200 newest matches per layer, exact words)"),
+            measured.before.recall(),
+            &unit(&measured.before),
+        )
+        .with("mrr", measured.before.mrr),
+    ])
 }
 
 async fn migrations(cluster: &TestCluster, profile: &Profile) -> Result<Vec<Figure>> {
@@ -593,14 +716,31 @@ fn startup(launcher: &mut Launcher, profile: &Profile) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// Which load rows to measure: the main ones (both tools, with goals, default durability) or
+/// the labelled store-only rows on a cluster with fsync off (no goals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoadRows {
+    Main,
+    FsyncOff,
+}
+
 async fn http_load(
     server: &server::Server,
     vocabulary: &Arc<Vocabulary>,
     searches: &Arc<Vec<Value>>,
     profile: &Profile,
+    rows: LoadRows,
 ) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
-    for tool in [Tool::Search, Tool::Store] {
+    let tools: &[Tool] = match rows {
+        LoadRows::Main => &[Tool::Search, Tool::Store],
+        LoadRows::FsyncOff => &[Tool::Store],
+    };
+    let (key_suffix, label_suffix) = match rows {
+        LoadRows::Main => ("", ""),
+        LoadRows::FsyncOff => (".fsync_off", " (fsync off)"),
+    };
+    for &tool in tools {
         for clients in [1usize, 8, 32] {
             let mut total = LoadResult::default();
             let mut throughputs = Vec::new();
@@ -634,7 +774,9 @@ async fn http_load(
                 text: "0 errors".to_owned(),
                 pass: errors == 0,
             };
-            let goal = if tool == Tool::Store && clients == 32 {
+            let goal = if rows == LoadRows::FsyncOff {
+                zero_errors
+            } else if tool == Tool::Store && clients == 32 {
                 let p99 = stats.map_or(f64::INFINITY, |stats| stats.p99);
                 Goal::at_least("", throughput, 3000.0, "calls/s")
                     .and(Goal::at_most("p99", p99, 20.0, "ms"))
@@ -643,9 +785,9 @@ async fn http_load(
                 zero_errors
             };
             figures.push(Figure {
-                key: format!("http.{}.c{clients}", tool.name()),
+                key: format!("http.{}.c{clients}{key_suffix}", tool.name()),
                 label: format!(
-                    "HTTP {}, {clients} client{}",
+                    "HTTP {}, {clients} client{}{label_suffix}",
                     tool.name(),
                     if clients == 1 { "" } else { "s" }
                 ),

@@ -13,6 +13,8 @@
 //! - `soak --minutes N`: a steady mixed load; fails when RSS grows or any call fails.
 //! - `verify-env [--env E]… [--json]`: the repository, every configured environment and the
 //!   environments against each other, checked; PASS/WARN/FAIL/SKIP with a fix per problem.
+//! - `image [--base IMAGE] [--binary FILE | --prebuilt] [--local-base]`: the container image.
+//! - `compose-check [--dir DIR]`: every environment's merged Compose file, validated.
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +23,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use config_core::Environment;
 
 mod bench;
+mod compose_check;
 mod dev;
 mod dev_db;
 mod docs;
+mod image;
 mod install_service;
 mod release;
+mod rotate_db_password;
 mod setup_db;
 mod soak;
 mod verify_env;
@@ -60,6 +65,11 @@ enum Command {
         #[command(flatten)]
         options: SetupOptions,
     },
+    /// Rotate an environment's database password without a restart: generate a strong one, set it
+    /// on the role (ALTER ROLE with a SCRAM verifier computed here), rewrite the password in
+    /// DATABASE_URL of .env.<env> (or of --credential FILE) atomically at mode 0600, then tell the
+    /// daemon to reload (--pid PID sends SIGHUP, --unit NAME runs `systemctl reload NAME`).
+    RotateDbPassword(rotate_db_password::RotateOptions),
     /// Shortcut for `setup-db --env development`.
     SetupDevDb {
         #[command(flatten)]
@@ -92,6 +102,17 @@ enum Command {
     /// secret equal to a development or test one (secret-reuse), a database of its own each
     /// (database-separation), and each schema equal to production's (schema-drift).
     VerifyEnv(verify_env::VerifyEnvOptions),
+    /// Build the container image from deploy/container/Containerfile with podman (or docker):
+    /// from source with public base images, or from a host-built binary on a base assembled
+    /// locally (--local-base) where no registry can be reached.
+    Image(image::ImageOptions),
+    /// Validate every environment's merged Compose file (deploy/compose/compose.yaml plus
+    /// <environment>.yaml, merged by podman-compose) against the Compose specification
+    /// (check-jsonschema --builtin-schema vendor.compose-spec) and the deployment's rules:
+    /// read-only, no capabilities, no-new-privileges, secrets as files, a `health --ready`
+    /// healthcheck, a memory limit, no restart loop, and in staging/production no bundled
+    /// database and a migrate service the server waits for.
+    ComposeCheck(compose_check::ComposeCheckOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,7 +173,9 @@ struct InstallServiceOptions {
     binary: Option<PathBuf>,
 }
 
-fn parse_environment(given: &str) -> Result<Environment, config_core::InvalidEnvironment> {
+pub(crate) fn parse_environment(
+    given: &str,
+) -> Result<Environment, config_core::InvalidEnvironment> {
     given.parse()
 }
 
@@ -168,6 +191,7 @@ fn main() -> Result<()> {
             environment,
             options,
         } => setup_db::run(&root, environment, &options),
+        Command::RotateDbPassword(options) => rotate_db_password::run(&root, &options),
         Command::SetupDevDb { options } => setup_db::run(&root, Environment::Development, &options),
         Command::Dev(options) => dev::run(&root, &options),
         Command::Docs => docs::run(&root),
@@ -175,6 +199,8 @@ fn main() -> Result<()> {
         Command::Bench(options) => bench::run(&root, &options),
         Command::Soak(options) => soak::run(&root, &options),
         Command::VerifyEnv(options) => verify_env::run(&root, &options),
+        Command::Image(options) => image::run(&root, &options),
+        Command::ComposeCheck(options) => compose_check::run(&root, &options),
     }
 }
 

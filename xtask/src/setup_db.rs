@@ -207,6 +207,9 @@ async fn setup(
 fn database_config(url: SecretString, wait_secs: u64) -> db::DatabaseConfig {
     db::DatabaseConfig {
         url,
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: None,
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 2,
@@ -214,6 +217,7 @@ fn database_config(url: SecretString, wait_secs: u64) -> db::DatabaseConfig {
         acquire_timeout_secs: 10,
         connect_wait_secs: wait_secs,
         require_tls: true,
+        tls_verify: true,
         auto_migrate: false,
     }
 }
@@ -243,7 +247,7 @@ fn role_url(admin_url: &str, role: &str, password: &str, database: &str) -> Resu
 }
 
 /// `PASSWORD_CHARS` random alphanumerics (rejection sampling, so every character is uniform).
-fn generate_password() -> Result<String> {
+pub(crate) fn generate_password() -> Result<String> {
     const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut password = String::with_capacity(PASSWORD_CHARS);
     let mut bytes = [0u8; 64];
@@ -416,6 +420,9 @@ async fn compare_with_production(root: &Path, environment: Environment, pool: &P
     let configured = &loaded.config.database;
     let config = db::DatabaseConfig {
         url: configured.url.clone(),
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: configured.ssl_root_cert.clone(),
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 1,
@@ -423,6 +430,7 @@ async fn compare_with_production(root: &Path, environment: Environment, pool: &P
         acquire_timeout_secs: PRODUCTION_WAIT.as_secs(),
         connect_wait_secs: PRODUCTION_WAIT.as_secs(),
         require_tls: configured.require_tls,
+        tls_verify: true,
         auto_migrate: false,
     };
     let comparison = async {

@@ -57,7 +57,7 @@ pub fn run(root: &Path, options: &SoakOptions) -> Result<()> {
         Some(binary) => binary.clone(),
         None => crate::release::build_server(root, "soak")?,
     };
-    let cluster = bench::start_cluster()?;
+    let cluster = bench::start_cluster(pg_harness::Durability::Off)?;
     let runtime = bench::runtime()?;
     let outcome = runtime.block_on(soak(root, &binary, &cluster, options));
     drop(runtime);

@@ -24,6 +24,8 @@ const FIGURES: &[&str] = &[
     "search.large.common",
     "search.large.rare",
     "search.large.words",
+    "search.relevance",
+    "search.relevance.before",
     "search.large.phrase",
     "search.large.session",
     "search.large.most_frequent",
@@ -44,6 +46,7 @@ const GOALS: &[&str] = &[
     "startup.exec_to_tools_list_stdio",
     "rss.idle",
     "search.large.mix",
+    "search.relevance",
     "http.store_raw_dialogue.c32",
     "telemetry.overhead.store_raw_dialogue.c32",
 ];
@@ -154,6 +157,10 @@ fn the_quick_benchmark_reports_every_figure() {
     ] {
         assert_eq!(figure(key)["tools"].as_u64(), Some(6), "{key}");
     }
+    // Known-item relevance does not depend on the machine: every target in the top 5.
+    let relevance = figure("search.relevance");
+    assert_eq!(relevance["pass"], true, "{relevance}");
+    assert_eq!(relevance["value"].as_f64(), Some(1.0), "{relevance}");
     // Phrases are taken from stored turns: each one must be found.
     let phrase = figure("search.large.phrase");
     assert_eq!(phrase["queries_with_hits"], phrase["stats"]["n"]);

@@ -84,6 +84,9 @@ fn database_url(env_file: &Path) -> String {
 fn config(url: &str) -> db::DatabaseConfig {
     db::DatabaseConfig {
         url: SecretString::from(url.to_owned()),
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: None,
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 1,
@@ -91,6 +94,7 @@ fn config(url: &str) -> db::DatabaseConfig {
         acquire_timeout_secs: 5,
         connect_wait_secs: 2,
         require_tls: true,
+        tls_verify: true,
         auto_migrate: false,
     }
 }
@@ -268,7 +272,7 @@ fn compares_the_schema_with_production() {
     // Unreachable production: skipped, setup still succeeds.
     fs::write(
         repo.env_file("production"),
-        "DATABASE_URL=postgres://mcp_user:x@127.0.0.1:1/cognitive_memory\n",
+        "DATABASE_URL=postgres://mcp_user:unreachable-but-long-enough-1@127.0.0.1:1/cognitive_memory\n",
     )
     .unwrap();
     repo.setup_with(&cluster, "development", &[], &[("MCP_AUTH_TOKEN", TOKEN)])

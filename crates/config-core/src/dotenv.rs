@@ -28,6 +28,9 @@ pub struct SyntaxError {
 pub fn parse(content: &str) -> (Vec<Assignment>, Vec<SyntaxError>) {
     let mut assignments = Vec::new();
     let mut errors = Vec::new();
+    // A UTF-8 byte-order mark (Windows editors) is not part of the first name; `lines` drops the
+    // `\r` of CRLF endings, and unquoted values are trimmed, so no value keeps a `\r`.
+    let content = content.strip_prefix('\u{feff}').unwrap_or(content);
     let lines: Vec<&str> = content.lines().collect();
     let mut i = 0;
     while i < lines.len() {
@@ -173,6 +176,15 @@ mod tests {
         let got = values("KEY=\"line one\nline \\\"two\\\"\"\nNEXT=\\$x\n");
         assert_eq!(got[0].1, "line one\nline \"two\"");
         assert_eq!(got[1], ("NEXT".to_owned(), "\\$x".to_owned(), 3, true));
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_endings_leave_no_trace() {
+        let got = values("\u{feff}A=1\r\nB=\"two\r\nlines\"\r\nC='x'\r\nD=last\r");
+        assert_eq!(got[0], ("A".to_owned(), "1".to_owned(), 1, true));
+        assert_eq!(got[1].1, "two\nlines");
+        assert_eq!(got[2].1, "x");
+        assert_eq!(got[3].1, "last");
     }
 
     #[test]

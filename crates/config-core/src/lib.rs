@@ -54,11 +54,14 @@ mod report;
 mod resolve;
 mod schema;
 mod source;
+mod strength;
 mod suggest;
 mod value;
 mod yaml;
 
-pub use checks::{is_placeholder, loose_mode, redact_url};
+pub use checks::{
+    foreign_owner, is_placeholder, loose_mode, redact_url, url_has_password, writable_by_others,
+};
 pub use config_core_derive::{Config, ConfigEnum};
 pub use env::EnvSnapshot;
 pub use environment::{Environment, EnvironmentSource, InvalidEnvironment};
@@ -73,5 +76,8 @@ pub use schema::{
     Config, Extractor, KeyAttrs, KeySpec, Redaction, Schema, SchemaBuilder, SectionSpec, Validator,
 };
 pub use source::{Layer, Source};
+pub use strength::{
+    MIN_PASSWORD_CHARS, MIN_TOKEN_BITS, password_weakness, token_entropy_bits, token_weakness,
+};
 pub use suggest::nearest;
 pub use value::{ConfigEnum, ConfigValue, RawValue, ValueKind, parse_enum};

@@ -18,6 +18,9 @@ pub struct Problem {
     pub key: Option<String>,
     pub source: Option<Source>,
     pub message: String,
+    /// Set when the problem is that `key` is required by an operator's `require:` list (at this
+    /// place) but not set: a fact for tools, so they need not read the message.
+    pub required_by: Option<Source>,
 }
 
 impl fmt::Display for Problem {
@@ -56,7 +59,24 @@ impl Report {
             key: key.map(str::to_owned),
             source: source.cloned(),
             message: message.into(),
+            required_by: None,
         });
+    }
+
+    /// An error: `key` is required by the `require:` entry at `said_at` but not set.
+    pub fn required(&mut self, key: &str, said_at: &Source, message: impl Into<String>) {
+        self.push(Severity::Error, Some(key), None, message);
+        if let Some(problem) = self.problems.last_mut() {
+            problem.required_by = Some(said_at.clone());
+        }
+    }
+
+    /// The keys an operator's `require:` list demands but that are not set.
+    pub fn required_keys(&self) -> impl Iterator<Item = &str> {
+        self.problems
+            .iter()
+            .filter(|p| p.required_by.is_some())
+            .filter_map(|p| p.key.as_deref())
     }
 
     pub fn error(

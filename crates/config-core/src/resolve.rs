@@ -149,6 +149,7 @@ pub fn resolve<T: Config>(options: &LoadOptions<'_>) -> Result<Resolution, Repor
     layers.read_yaml();
     layers.read_process_env();
     layers.read_secret_files();
+    layers.check_tracked_secrets();
     let values = layers.merge();
     layers.check_required_by(&values);
     layers.check_placeholders(&values);
@@ -217,6 +218,19 @@ impl Layers<'_> {
 
     /// Secrets files must be private; group- or world-accessible is an error where it matters.
     fn check_private(&mut self, path: &Path, shown: &Path) {
+        if self.environment.is_strict()
+            && let Some(owner) = crate::checks::foreign_owner(path)
+        {
+            self.report.error(
+                None,
+                None,
+                format!(
+                    "{file} is owned by uid {owner}, neither the user running this (uid {me}) nor root; a secrets file must belong to one of them: chown {me} {file}",
+                    file = shown.display(),
+                    me = rustix::process::geteuid().as_raw()
+                ),
+            );
+        }
         if let Some(mode) = loose_mode(path) {
             let severity = self.strict();
             self.report.push(
@@ -226,6 +240,29 @@ impl Layers<'_> {
                 format!(
                     "{file} is accessible by group or others (mode {mode:04o}); a secrets file must be private: chmod 600 {file}",
                     file = shown.display()
+                ),
+            );
+        }
+    }
+
+    /// Nobody but the owner may change the configuration: neither the file nor a directory
+    /// holding it (up to the configuration root) may be group- or world-writable. An error in
+    /// staging and production, a warning elsewhere.
+    fn check_not_writable(&mut self, path: &Path, shown: &Path) {
+        if let Some((writable, mode)) = crate::checks::writable_by_others(path, self.options.root) {
+            let what = if writable == path {
+                shown.display().to_string()
+            } else {
+                format!("{} (holding {})", writable.display(), shown.display())
+            };
+            let severity = self.strict();
+            self.report.push(
+                severity,
+                None,
+                None,
+                format!(
+                    "{what} is writable by group or others (mode {mode:04o}); only its owner may change the configuration: chmod go-w {}",
+                    writable.display()
                 ),
             );
         }
@@ -254,6 +291,12 @@ impl Layers<'_> {
                     path: shown.clone(),
                     present: true,
                 });
+                self.check_not_writable(&path, &shown);
+                // A byte-order mark (Windows editors) is not part of the first key.
+                let content = match content.strip_prefix('\u{feff}') {
+                    Some(rest) => rest.to_owned(),
+                    None => content,
+                };
                 Some((path, shown, content))
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -756,6 +799,50 @@ impl Layers<'_> {
         values
     }
 
+    /// A secret in the shared configuration file (tracked by version control, readable by all)
+    /// is in the wrong place; a connection URL only when it carries a password.
+    fn check_tracked_secrets(&mut self) {
+        let severity = self.strict();
+        let mut found = Vec::new();
+        for key in self.schema.keys.iter().filter(|k| k.secret) {
+            for entry in self.entries.get(&key.path).into_iter().flatten() {
+                let Source::Yaml { .. } = entry.source else {
+                    continue;
+                };
+                let bears_secret = match &entry.value {
+                    RawValue::Text(text) => {
+                        let text = text.expose_secret().trim();
+                        !text.is_empty()
+                            && (key.redaction != crate::Redaction::Url
+                                || crate::checks::url_has_password(text))
+                    }
+                    RawValue::List(items) => !items.is_empty(),
+                    RawValue::Null => false,
+                };
+                if bears_secret {
+                    found.push((
+                        key.path.clone(),
+                        entry.source.clone(),
+                        key.main_var().to_owned(),
+                        key.credential_name(&self.schema.prefix),
+                    ));
+                }
+            }
+        }
+        for (path, source, var, credential) in found {
+            self.report.push(
+                severity,
+                Some(&path),
+                Some(&source),
+                format!(
+                    "a secret in {}, which is tracked by version control and readable by every user; move it to .env.{} (mode 0600), the process environment, {var}_FILE or credential {credential}",
+                    self.options.config_file.display(),
+                    self.environment
+                ),
+            );
+        }
+    }
+
     fn check_required_by(&mut self, values: &BTreeMap<String, Resolved>) {
         for (path, said_at) in std::mem::take(&mut self.required_by) {
             let set = values.get(&path).is_some_and(|r| match &r.value {
@@ -765,9 +852,9 @@ impl Layers<'_> {
             });
             if !set {
                 let how = self.schema.how_to_set(&path);
-                self.report.error(
-                    Some(&path),
-                    None,
+                self.report.required(
+                    &path,
+                    &said_at,
                     format!("required here by {said_at} but not set; {how}"),
                 );
             }

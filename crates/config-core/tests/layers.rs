@@ -319,7 +319,12 @@ fn operators_can_require_optional_keys_per_environment() {
     fx.write("config.yaml", "production:\n  require: [EXTRA_KEY]\n");
     let base = [("STORE_URL", "postgres://u@localhost/db?sslmode=require")];
     assert!(fx.load(Some("staging"), &base).is_ok());
-    let text = messages(&fx.load(Some("production"), &base).unwrap_err());
+    let failure = fx.load(Some("production"), &base).unwrap_err();
+    assert_eq!(
+        failure.report.required_keys().collect::<Vec<_>>(),
+        ["extra"]
+    );
+    let text = messages(&failure);
     assert!(
         text.contains("extra: required here by ")
             && text.contains("config.yaml:2 [production] but not set"),

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Connection, PgConnection, PgPool};
 
@@ -52,18 +52,83 @@ impl fmt::Display for ConnectProgress {
 /// URL to a non-local host is refused before any traffic.
 pub async fn connect(
     config: &DatabaseConfig,
-    mut on_progress: impl FnMut(ConnectProgress),
+    on_progress: impl FnMut(ConnectProgress),
 ) -> Result<PgPool, DbError> {
-    let raw = config.url.expose_secret();
-    let url = redacted_url(raw);
-    let scrubber = Scrubber::for_url(raw);
-    let options = PgConnectOptions::from_str(raw).map_err(|err| DbError::InvalidUrl {
-        url: url.clone(),
-        reason: scrubber.scrub(&err.to_string()),
-    })?;
-    if config.require_tls && is_plaintext_to_remote(&options) {
-        return Err(DbError::PlaintextRefused { url });
+    let target = Target::new(config, &config.url)?;
+    wait_for_server(config, &target, on_progress).await?;
+    let mut options = target.options;
+    if !config.prepared_statements {
+        // Statements are unnamed (`persistent(false)` at every call site); nothing to cache.
+        options = options.statement_cache_capacity(0);
     }
+    Ok(PgPoolOptions::new()
+        .min_connections(config.pool.min_connections)
+        .max_connections(config.pool.max_connections)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .connect_lazy_with(options))
+}
+
+/// A small pool for schema changes (migrations, stamping) and session advisory locks, on
+/// `database.migration_url` when set — a direct connection past any pooler — else on
+/// `database.url`. Waits for the server like [`connect`].
+pub async fn connect_direct(
+    config: &DatabaseConfig,
+    on_progress: impl FnMut(ConnectProgress),
+) -> Result<PgPool, DbError> {
+    let url = config.migration_url.as_ref().unwrap_or(&config.url);
+    let target = Target::new(config, url)?;
+    wait_for_server(config, &target, on_progress).await?;
+    Ok(PgPoolOptions::new()
+        .min_connections(0)
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .connect_lazy_with(target.options))
+}
+
+/// One URL's parsed options, how to name it in messages, and how to keep its password out of them.
+struct Target {
+    options: PgConnectOptions,
+    /// The URL without its password.
+    url: String,
+    scrubber: Scrubber,
+}
+
+impl Target {
+    /// Parses `url`, applies `database.ssl_root_cert` and checks the TLS policy before any traffic.
+    fn new(config: &DatabaseConfig, url: &SecretString) -> Result<Self, DbError> {
+        let raw = url.expose_secret();
+        let redacted = redacted_url(raw);
+        let scrubber = Scrubber::for_url(raw);
+        let mut options = PgConnectOptions::from_str(raw).map_err(|err| DbError::InvalidUrl {
+            url: redacted.clone(),
+            reason: scrubber.scrub(&err.to_string()),
+        })?;
+        if let Some(root_cert) = &config.ssl_root_cert {
+            options = options.ssl_root_cert(root_cert);
+        }
+        if config.require_tls && is_plaintext_to_remote(&options) {
+            return Err(DbError::PlaintextRefused { url: redacted });
+        }
+        Ok(Target {
+            options,
+            url: redacted,
+            scrubber,
+        })
+    }
+}
+
+/// Retries until the server accepts one connection, for up to `connect_wait_secs`.
+async fn wait_for_server(
+    config: &DatabaseConfig,
+    target: &Target,
+    mut on_progress: impl FnMut(ConnectProgress),
+) -> Result<(), DbError> {
+    let Target {
+        options,
+        url,
+        scrubber,
+    } = target;
+    let url = url.clone();
 
     let started = Instant::now();
     let deadline = started + Duration::from_secs(config.connect_wait_secs);
@@ -74,14 +139,13 @@ pub async fn connect(
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .max(MIN_ATTEMPT_TIME);
-        let reason = match tokio::time::timeout(budget, PgConnection::connect_with(&options)).await
-        {
+        let reason = match tokio::time::timeout(budget, PgConnection::connect_with(options)).await {
             Ok(Ok(conn)) => {
                 // The probe only proves reachability; a failure to say goodbye changes nothing.
                 let _ = conn.close().await;
                 break;
             }
-            Ok(Err(err)) => retryable_reason(err, &url, &scrubber)?,
+            Ok(Err(err)) => retryable_reason(err, &url, scrubber)?,
             Err(_) => format!("no answer within {budget:.1?}"),
         };
         let now = Instant::now();
@@ -103,12 +167,7 @@ pub async fn connect(
         tokio::time::sleep(next_delay).await;
         delay = (delay * 2).min(MAX_DELAY);
     }
-
-    Ok(PgPoolOptions::new()
-        .min_connections(config.pool.min_connections)
-        .max_connections(config.pool.max_connections)
-        .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
-        .connect_lazy_with(options))
+    Ok(())
 }
 
 /// Whether these options would send traffic unencrypted to another machine.
@@ -124,7 +183,7 @@ fn encrypts(mode: PgSslMode) -> bool {
 }
 
 /// A unix socket, `localhost`, 127.0.0.0/8 or ::1: traffic that never leaves the machine.
-fn is_local(options: &PgConnectOptions) -> bool {
+pub(crate) fn is_local(options: &PgConnectOptions) -> bool {
     if options.get_socket().is_some() {
         return true;
     }
@@ -165,4 +224,37 @@ fn shorten(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
+}
+
+/// Puts a new `database.url` (normally a rotated password) into effect for `pool` without
+/// dropping it: the URL is first tried with one connection, so a wrong password changes nothing;
+/// then new pool connections use it while the open ones go on until they are recycled.
+pub async fn switch_credentials(pool: &PgPool, config: &DatabaseConfig) -> Result<(), DbError> {
+    let raw = config.url.expose_secret();
+    let url = redacted_url(raw);
+    let scrubber = Scrubber::for_url(raw);
+    let options = PgConnectOptions::from_str(raw).map_err(|err| DbError::InvalidUrl {
+        url: url.clone(),
+        reason: scrubber.scrub(&err.to_string()),
+    })?;
+    if config.require_tls && is_plaintext_to_remote(&options) {
+        return Err(DbError::PlaintextRefused { url });
+    }
+    match PgConnection::connect_with(&options).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+        }
+        Err(err) => {
+            retryable_reason(err, &url, &scrubber).and_then(|reason| {
+                Err(DbError::Unavailable {
+                    url: url.clone(),
+                    waited: Duration::ZERO,
+                    attempts: 1,
+                    last_error: reason,
+                })
+            })?;
+        }
+    }
+    pool.set_connect_options(options);
+    Ok(())
 }

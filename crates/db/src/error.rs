@@ -16,7 +16,10 @@ pub enum DbError {
     )]
     PlaintextRefused { url: String },
 
-    #[error("authentication failed for {url}: {reason}; check the user and password")]
+    /// SQLSTATE 28P01/28000: the server refused the user or password. Retrying cannot help.
+    #[error(
+        "database credentials rejected for {url}: {reason}; check the user and the password in DATABASE_URL (or its _FILE / credential); waiting will not fix this"
+    )]
     AuthenticationFailed { url: String, reason: String },
 
     #[error(

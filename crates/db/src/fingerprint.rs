@@ -115,8 +115,10 @@ impl fmt::Display for SchemaDifference {
 
 /// Fingerprint the connected database.
 pub async fn fingerprint(pool: &PgPool) -> Result<SchemaFingerprint, DbError> {
+    // A read-only transaction, rolled back on drop: through a pooler in transaction mode it
+    // keeps one server connection for each statement's two exchanges (Parse, then Bind).
     let mut conn = pool
-        .acquire()
+        .begin()
         .await
         .map_err(DbError::query("get a connection"))?;
     let database = current_database(&mut conn).await?;
@@ -226,6 +228,7 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
          WHERE {OUR_TABLES}"
     )))
     .bind(HISTORY_TABLE)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::query(context))?;
@@ -247,6 +250,7 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
          WHERE {OUR_TABLES} AND a.attnum > 0 AND NOT a.attisdropped"
     )))
     .bind(HISTORY_TABLE)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::query(context))?;
@@ -283,6 +287,7 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
             "{select}\n         WHERE {OUR_TABLES}"
         )))
         .bind(HISTORY_TABLE)
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await
         .map_err(DbError::query(context))?;

@@ -20,6 +20,12 @@
 //! # }
 //! ```
 //!
+//! Several replicas may share one database, also through a pooler in transaction mode
+//! (PgBouncer): schema changes take a session advisory lock on a direct connection
+//! ([`connect_direct`], `database.migration_url`); once-per-database jobs take a
+//! transaction-level lock ([`try_job_lock`]); every query of this crate uses the unnamed
+//! statement, which such a pooler can multiplex.
+//!
 //! Invariant: no error, `Debug` or `Display` output of this crate contains a database password.
 
 mod catalog;
@@ -27,22 +33,25 @@ mod config;
 mod connect;
 mod error;
 mod fingerprint;
-mod lock;
+pub(crate) mod lock;
 mod migrate;
 mod provision;
 mod redact;
+mod role;
 mod scram;
 mod stamp;
 
 pub use config::{DatabaseConfig, PoolConfig};
-pub use connect::{ConnectProgress, connect};
+pub use connect::{ConnectProgress, connect, connect_direct, switch_credentials};
 pub use error::DbError;
 pub use fingerprint::{
     CatalogEntry, ObjectKind, SchemaDifference, SchemaFingerprint, diff, fingerprint,
 };
+pub use lock::{JobLock, try_job_lock};
 pub use migrate::{MigrationInfo, MigrationReport, migrate, pending};
 pub use provision::{
     DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword, database_name, drop_database,
-    provision, role_name,
+    provision, role_name, set_password,
 };
+pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};

@@ -82,8 +82,10 @@ pub async fn migrate(pool: &PgPool) -> Result<MigrationReport, DbError> {
 /// The embedded migrations not yet applied, in order. Fails like [`migrate`] on edited or
 /// unknown applied migrations.
 pub async fn pending(pool: &PgPool) -> Result<Vec<MigrationInfo>, DbError> {
+    // A read-only transaction, rolled back on drop: through a pooler in transaction mode it
+    // keeps one server connection for each statement's two exchanges (Parse, then Bind).
     let mut conn = pool
-        .acquire()
+        .begin()
         .await
         .map_err(DbError::query("get a connection"))?;
     let applied = applied_migrations(&mut conn).await?;
@@ -146,6 +148,7 @@ pub(crate) async fn applied_migrations(
     let rows: Vec<(i32, String, String)> = sqlx::query_as(
         "SELECT version, name, checksum FROM refinery_schema_history ORDER BY version",
     )
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await
     .map_err(DbError::query("read the migration history"))?;
@@ -245,6 +248,7 @@ impl AsyncTransaction for Refinery<'_> {
 impl AsyncQuery<Vec<Migration>> for Refinery<'_> {
     async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
         let rows: Vec<(i32, String, String, String)> = sqlx::query_as(AssertSqlSafe(query))
+            .persistent(false)
             .fetch_all(&mut *self.0)
             .await?;
         rows.into_iter()

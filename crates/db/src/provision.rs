@@ -119,6 +119,7 @@ pub async fn provision(
     let can_login: Option<bool> =
         sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
             .bind(role)
+            .persistent(false)
             .fetch_optional(&mut *conn)
             .await
             .map_err(DbError::query(format!("look up role {role}")))?;
@@ -162,6 +163,7 @@ pub async fn provision(
         "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
     )
     .bind(database)
+    .persistent(false)
     .fetch_optional(&mut *conn)
     .await
     .map_err(DbError::query(format!("look up database {database}")))?;
@@ -228,6 +230,7 @@ pub async fn drop_database(admin: &PgPool, database: &str) -> Result<DropOutcome
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(database)
+            .persistent(false)
             .fetch_one(admin)
             .await
             .map_err(DbError::query(format!("look up database {database}")))?;
@@ -283,6 +286,7 @@ async fn may_connect(conn: &mut PgConnection, role: &str, database: &str) -> Res
     sqlx::query_scalar("SELECT has_database_privilege($1, $2, 'CONNECT')")
         .bind(role)
         .bind(database)
+        .persistent(false)
         .fetch_one(conn)
         .await
         .map_err(DbError::query(format!(
@@ -300,6 +304,7 @@ async fn password_matches(
     let stored: Result<Option<Option<String>>, sqlx::Error> =
         sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
             .bind(role)
+            .persistent(false)
             .fetch_optional(conn)
             .await;
     match stored {
@@ -349,4 +354,24 @@ fn quote_literal(text: &str) -> String {
     } else {
         format!("'{doubled}'")
     }
+}
+
+/// Gives `role` a new password, sent as a SCRAM verifier computed here (never in clear text, so
+/// it appears in no server log). `admin` needs the right to alter the role (a superuser, or
+/// CREATEROLE over it). Open sessions of the role stay logged in.
+pub async fn set_password(
+    admin: &PgPool,
+    role: &str,
+    password: &SecretString,
+) -> Result<(), DbError> {
+    let mut conn = admin
+        .acquire()
+        .await
+        .map_err(DbError::query("get an admin connection"))?;
+    let alter = format!(
+        "ALTER ROLE {} PASSWORD {}",
+        quote_ident(role),
+        quote_literal(&verifier(password)?)
+    );
+    execute(&mut conn, alter, format!("set the password of {role}")).await
 }

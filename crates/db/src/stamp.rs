@@ -58,8 +58,10 @@ pub async fn stamp(
 
 /// The stamp, if it names `running`; otherwise why this process must not use the database.
 pub async fn check_stamp(pool: &PgPool, running: Environment) -> Result<Stamp, DbError> {
+    // A read-only transaction, rolled back on drop: through a pooler in transaction mode it
+    // keeps one server connection for each statement's two exchanges (Parse, then Bind).
     let mut conn = pool
-        .acquire()
+        .begin()
         .await
         .map_err(DbError::query("get a connection"))?;
     match read_stamp(&mut conn).await? {
@@ -102,6 +104,7 @@ async fn stamp_locked(
     sqlx::query("INSERT INTO environment_stamp (environment, stamped_by) VALUES ($1, $2)")
         .bind(environment.as_str())
         .bind(stamped_by)
+        .persistent(false)
         .execute(&mut *conn)
         .await
         .map_err(DbError::query("write the environment stamp"))?;
@@ -118,6 +121,7 @@ pub(crate) async fn read_stamp(conn: &mut PgConnection) -> Result<Option<Stamp>,
                   to_char(stamped_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), stamped_by
            FROM environment_stamp"#,
     )
+    .persistent(false)
     .fetch_optional(&mut *conn)
     .await
     .map_err(DbError::query("read the environment stamp"))?;
@@ -145,6 +149,7 @@ async fn holds_memories(conn: &mut PgConnection) -> Result<bool, DbError> {
             let any: bool = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT EXISTS (SELECT 1 FROM {table})"
             )))
+            .persistent(false)
             .fetch_one(&mut *conn)
             .await
             .map_err(DbError::query(format!("look for rows in {table}")))?;

@@ -39,7 +39,7 @@ pub use cluster::{
 };
 pub use error::HarnessError;
 pub use system_user::ServerUser;
-pub use test_cluster::{TestCluster, TestDatabase};
+pub use test_cluster::{Durability, TestCluster, TestDatabase};
 
 /// The superuser every harness cluster is initialised with.
 pub const SUPERUSER: &str = "postgres";

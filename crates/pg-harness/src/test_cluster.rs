@@ -55,8 +55,20 @@ rm -rf "$1"
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PORT_ATTEMPTS: usize = 5;
 
-/// A throwaway cluster. Superuser over TCP with a generated password; durability settings off.
+/// PostgreSQL's durability settings for a throwaway cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync`, `full_page_writes` and `synchronous_commit` off: test data is thrown away, and
+    /// durability only costs time.
+    Off,
+    /// PostgreSQL's defaults (all three on), for measurements that must hold in production.
+    Default,
+}
+
+/// A throwaway cluster. Superuser over TCP with a generated password; durability settings off
+/// unless started with [`TestCluster::start_with`]`(Durability::Default)`.
 pub struct TestCluster {
+    durability: Durability,
     root: PathBuf,
     data_dir: PathBuf,
     socket_dir: PathBuf,
@@ -111,6 +123,11 @@ impl TestCluster {
     /// A cluster of its own, for a test that stops and restarts the server. Dropping it shuts
     /// the server down and removes its directory.
     pub fn start() -> Result<TestCluster, HarnessError> {
+        Self::start_with(Durability::Off)
+    }
+
+    /// Like [`TestCluster::start`], with the given durability settings.
+    pub fn start_with(durability: Durability) -> Result<TestCluster, HarnessError> {
         let bindir = find_bindir()?;
         let run_as = RunAs::detect()?;
         let root = tempfile::Builder::new()
@@ -128,6 +145,7 @@ impl TestCluster {
         };
         let password = random_password()?;
         let mut cluster = TestCluster {
+            durability,
             data_dir: root.join("data"),
             socket_dir: root.join("s"),
             log_file: root.join("postgres.log"),
@@ -144,6 +162,10 @@ impl TestCluster {
         cluster.initialise()?;
         cluster.port = cluster.launch_on_free_port()?;
         Ok(cluster)
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     pub fn port(&self) -> u16 {
@@ -297,15 +319,17 @@ impl TestCluster {
             .args(["-p", &port.to_string(), "-k"])
             .arg(&self.socket_dir)
             .args(["-c", "listen_addresses=127.0.0.1"])
-            // Throwaway data: durability only costs time here.
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "synchronous_commit=off",
-            ])
+            .args(match self.durability {
+                Durability::Off => &[
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "synchronous_commit=off",
+                ][..],
+                Durability::Default => &[][..],
+            })
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(log)

@@ -47,6 +47,7 @@ pub mod ids {
     pub const SECRETS: &str = "secrets";
     pub const DB_TLS: &str = "db-tls";
     pub const DB_CONNECT: &str = "db-connect";
+    pub const DB_ROLE: &str = "db-role";
     pub const DB_STAMP: &str = "db-stamp";
     pub const DB_MIGRATIONS: &str = "db-migrations";
     // Across environments.
@@ -54,7 +55,7 @@ pub mod ids {
     pub const DATABASE_SEPARATION: &str = "database-separation";
     pub const SCHEMA_DRIFT: &str = "schema-drift";
 
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         ENV_IGNORED,
         ENV_UNTRACKED,
         ENV_TEMPLATE,
@@ -69,6 +70,7 @@ pub mod ids {
         SECRETS,
         DB_TLS,
         DB_CONNECT,
+        DB_ROLE,
         DB_STAMP,
         DB_MIGRATIONS,
         SECRET_REUSE,

@@ -43,8 +43,10 @@ pub enum Command {
     /// database.connect_wait_secs (exit 75 if it stays unreachable) → environment stamp and
     /// migrations (exit 78 on a mismatch or pending migrations without database.auto_migrate) →
     /// listener → READY=1. SIGTERM/SIGINT drain in-flight requests for up to
-    /// server.shutdown_grace_secs and exit 0; SIGHUP reloads the log level, payload logging and
-    /// rate limit.
+    /// server.shutdown_grace_secs and exit 0; SIGHUP re-reads the configuration and secret files
+    /// and applies the log level, payload logging, rate limit, accepted bearer tokens and a new
+    /// database password. Staging and production refuse a SUPERUSER or BYPASSRLS database role
+    /// (exit 78).
     Serve(ServeArgs),
     /// Inspect the configuration of the selected environment.
     #[command(subcommand)]
@@ -63,7 +65,8 @@ pub enum Command {
     /// targets and $CREDENTIALS_DIRECTORY files are mode 0600 or stricter and owned by the user
     /// running the check (secret-file-mode); required secrets are set and not placeholders
     /// (secrets); the database connection uses TLS or stays on this machine (db-tls); the
-    /// database answers within 2 s (db-connect), is stamped for this environment (db-stamp) and
+    /// database answers within 2 s (db-connect), its login role has no SUPERUSER or BYPASSRLS
+    /// (db-role; CREATEROLE/CREATEDB warn), it is stamped for this environment (db-stamp) and
     /// has no pending migrations (db-migrations). Host checks: the installed
     /// /etc/systemd/system/cognitive-memory-mcp.service passes `systemd-analyze verify`
     /// (unit-verify) and scores at most 1.0 in `systemd-analyze security` (unit-security).
@@ -72,6 +75,26 @@ pub enum Command {
     /// CREDENTIALS_DIRECTORY=/etc/cognitive-memory-mcp/credentials cognitive-memory-mcp
     /// --config-root /etc/cognitive-memory-mcp --env production doctor
     Doctor(DoctorArgs),
+    /// Ask a running server whether it is alive (GET /health) or ready (--ready: GET /ready,
+    /// database reachable, stamped and migrated), for container health checks: no curl or shell
+    /// needed. Prints one line; exit 0 on a 2xx answer, 1 on anything else (refused, timed out,
+    /// 503). The address is server.http.bind of the selected environment (0.0.0.0 is asked on
+    /// 127.0.0.1) unless --url names one; the rest of the configuration is not validated, so no
+    /// secret is needed.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Ask /ready (database, stamp and schema checked) instead of /health (the process answers).
+    #[arg(long)]
+    pub ready: bool,
+    /// Base URL of the server, e.g. http://127.0.0.1:8765; defaults to server.http.bind.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Seconds to wait for the whole answer.
+    #[arg(long, value_name = "SECS", default_value_t = 3)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]

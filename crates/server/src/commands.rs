@@ -18,6 +18,7 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
         Command::Doctor(args) => {
             crate::checks::doctor(&cli.config_source(), env, &args.host_root).print(args.json)
         }
+        Command::Health(args) => crate::probe::run(cli, args, env),
     }
 }
 
@@ -79,7 +80,8 @@ fn migrate(cli: &Cli, args: &MigrateArgs, env: &EnvSnapshot) -> u8 {
         }
     };
     let result = runtime.block_on(async {
-        let pool = db::connect(database, |progress| {
+        // Stamping and migrating take the session schema lock: past any pooler.
+        let pool = db::connect_direct(database, |progress| {
             eprintln!("waiting for the database: {progress}")
         })
         .await?;

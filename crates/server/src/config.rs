@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use config_core::{Config, ConfigEnum, EnvSnapshot, LoadFailure, LoadOptions, Loaded, Validator};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::auth::PreviousTokens;
+
 /// Prefix of every derived variable name.
 pub const ENV_PREFIX: &str = "COGMEM";
 /// The shared configuration file, relative to the configuration root.
@@ -82,6 +84,31 @@ pub struct HttpConfig {
     /// Seconds a request may take before it is answered with a timeout.
     #[config(default = "30")]
     pub request_timeout_secs: u64,
+    /// Most open client connections. The daemon lowers it when the file-descriptor limit leaves
+    /// too few descriptors for the database pool; when full, the longest-idle connection is
+    /// closed to admit a new one, so `/health` is never locked out by idle or slow clients.
+    #[config(default = "4096")]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers before its connection is closed.
+    #[config(default = "10")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds an idle keep-alive connection stays open between requests.
+    #[config(default = "60")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body (408 after it).
+    #[config(default = "10")]
+    pub body_read_timeout_secs: u64,
+    /// Most `/mcp` requests handled at once; beyond it requests get 503 with `Retry-After`.
+    #[config(default = "128")]
+    pub max_in_flight: usize,
+    /// Bytes of request bodies held in memory across all requests at once (at least
+    /// `max_body_bytes`); a request that finds the budget spent waits briefly, then gets 503.
+    #[config(default = "16777216")]
+    pub max_buffered_body_bytes: usize,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` header names the client; empty
+    /// means the header is ignored and the connection's address is the client.
+    #[config(default = "[]")]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Config)]
@@ -92,13 +119,22 @@ pub struct AuthConfig {
     /// The bearer token clients must present.
     #[config(alias = "MCP_AUTH_TOKEN")]
     pub token: Option<SecretString>,
+    /// Earlier bearer tokens still accepted while clients move to the current one (a rotation):
+    /// entries separated by commas or newlines, each `TOKEN` or `TOKEN;expires=2026-12-31T23:59:59Z`
+    /// (RFC 3339). Remove them, and reload, once every client uses the new token.
+    #[config(alias = "MCP_AUTH_TOKEN_PREVIOUS")]
+    pub previous_tokens: Option<PreviousTokens>,
 }
 
 #[derive(Debug, Config)]
 pub struct RateLimitConfig {
-    /// Requests per minute allowed per client address (429 above it).
+    /// Requests per minute allowed per authenticated principal (429 above it).
     #[config(default = "60")]
     pub requests_per_minute: u32,
+    /// Failed authentication attempts per minute allowed per client address (429 above it);
+    /// authenticated requests are never counted nor refused by it.
+    #[config(default = "30")]
+    pub failed_auth_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum)]
@@ -120,6 +156,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Config)]
+#[config(validate = validate_logging)]
 pub struct LoggingConfig {
     /// Most verbose level logged.
     #[config(default = "info", alias = "LOG_LEVEL")]
@@ -151,6 +188,18 @@ pub struct SearchConfig {
     /// Most hits a search may ask for.
     #[config(default = "50")]
     pub max_limit: u32,
+    /// Languages whose word forms a search also matches, besides the exact words (which rank first): any of `english`, `german` (the forms migration V2 stores); `[]` for exact words only.
+    #[config(default = "[\"english\", \"german\"]")]
+    pub languages: Vec<String>,
+    /// Recency boost, 0 to 1: a memory stored now scores up to 1 + this times its relevance, the boost halving every `recency_half_life_days`; 0 leaves recency a tie-breaker only (equal scores: newest first).
+    #[config(default = "0.1")]
+    pub recency_weight: f64,
+    /// Half-life of the recency boost, in days (more than 0).
+    #[config(default = "30")]
+    pub recency_half_life_days: f64,
+    /// How much an insight's importance (0 to 1) weighs, 0 to 1: its score is multiplied by 1 + this × (importance − 0.5).
+    #[config(default = "0.2")]
+    pub importance_weight: f64,
 }
 
 #[derive(Debug, Config)]
@@ -209,7 +258,39 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
             Some(token) if token.expose_secret().chars().count() < MIN_TOKEN_CHARS => {
                 v.strict("auth.token", format!("shorter than {MIN_TOKEN_CHARS} characters; generate one with `openssl rand -hex 32`"))
             }
-            Some(_) => {}
+            Some(token) => {
+                if let Some(weakness) = config_core::token_weakness(token.expose_secret()) {
+                    v.strict("auth.token", weakness);
+                }
+            }
+        }
+        for (n, previous) in server
+            .auth
+            .previous_tokens
+            .iter()
+            .flat_map(|p| p.0.iter())
+            .enumerate()
+        {
+            if let Some(weakness) = config_core::token_weakness(previous.token.expose_secret()) {
+                v.strict(
+                    "auth.previous_tokens",
+                    format!("entry {}: {weakness}", n + 1),
+                );
+            }
+        }
+    }
+    if env == config_core::Environment::Production {
+        for origin in &server.http.allowed_origins {
+            let origin = origin.trim();
+            let loopback = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+                .iter()
+                .any(|l| origin == *l || origin.starts_with(&format!("{l}:")));
+            if origin.starts_with("http://") && !loopback {
+                v.warning(
+                    "http.allowed_origins",
+                    format!("{origin} is a plain http:// origin: pages from it travel unencrypted and can be altered on the way; list its https:// form"),
+                );
+            }
         }
     }
     if env == config_core::Environment::Production
@@ -223,10 +304,64 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
     if server.rate_limit.requests_per_minute == 0 {
         v.error("rate_limit.requests_per_minute", "must be at least 1");
     }
-    if server.http.max_body_bytes == 0 || server.http.request_timeout_secs == 0 {
+    if server.rate_limit.failed_auth_per_minute == 0 {
+        v.error("rate_limit.failed_auth_per_minute", "must be at least 1");
+    }
+    let http = &server.http;
+    for (key, value) in [
+        ("http.max_body_bytes", http.max_body_bytes as u64),
+        ("http.request_timeout_secs", http.request_timeout_secs),
+        ("http.max_connections", http.max_connections as u64),
+        (
+            "http.header_read_timeout_secs",
+            http.header_read_timeout_secs,
+        ),
+        ("http.idle_timeout_secs", http.idle_timeout_secs),
+        ("http.body_read_timeout_secs", http.body_read_timeout_secs),
+        ("http.max_in_flight", http.max_in_flight as u64),
+    ] {
+        if value == 0 {
+            v.error(key, "must be at least 1");
+        }
+    }
+    if let Some(index) = http
+        .trusted_proxies
+        .iter()
+        .position(|proxy| proxy.parse::<std::net::IpAddr>().is_err())
+    {
         v.error(
-            "http",
-            "max_body_bytes and request_timeout_secs must be at least 1",
+            "http.trusted_proxies",
+            format!(
+                "entry {} is not an IP address such as 127.0.0.1 or ::1",
+                index + 1
+            ),
+        );
+    }
+    if http.max_buffered_body_bytes < http.max_body_bytes {
+        v.error(
+            "http.max_buffered_body_bytes",
+            format!(
+                "must be at least server.http.max_body_bytes ({}), or a body of the largest accepted size could never be read",
+                http.max_body_bytes
+            ),
+        );
+    }
+}
+
+fn validate_logging(logging: &LoggingConfig, v: &mut Validator<'_>) {
+    if v.environment() != config_core::Environment::Production {
+        return;
+    }
+    if logging.log_payloads {
+        v.error(
+            "log_payloads",
+            "memory contents and tool arguments are personal data and are never logged in production; remove the setting (or set it to false)",
+        );
+    }
+    if logging.level == LogLevel::Trace {
+        v.warning(
+            "level",
+            "trace logs every SQL statement and the MCP library's protocol messages (client and session metadata) in production; use info, or debug for a short investigation",
         );
     }
 }
@@ -242,6 +377,26 @@ fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
                 search.max_limit
             ),
         );
+    }
+    for (index, language) in search.languages.iter().enumerate() {
+        if !crate::memory::SEARCH_LANGUAGES.contains(&language.as_str()) {
+            v.error(
+                &format!("search.languages[{index}]"),
+                format!(
+                    "must be one of {} (the word forms migration V2 stores)",
+                    crate::memory::SEARCH_LANGUAGES.join(", ")
+                ),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&search.recency_weight) {
+        v.error("search.recency_weight", "must be from 0 to 1");
+    }
+    if !(search.recency_half_life_days.is_finite() && search.recency_half_life_days > 0.0) {
+        v.error("search.recency_half_life_days", "must be more than 0");
+    }
+    if !(0.0..=1.0).contains(&search.importance_weight) {
+        v.error("search.importance_weight", "must be from 0 to 1");
     }
     if memory.max_content_bytes == 0 {
         v.error("max_content_bytes", "must be at least 1");

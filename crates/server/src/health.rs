@@ -61,6 +61,51 @@ impl Readiness {
     }
 }
 
+/// What unauthenticated callers of `/ready` learn: a state word, never the error text (which
+/// can name roles, hosts or source lines); the details go to the log and `STATUS=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Ok,
+    /// The database does not answer, or refuses this process's credentials.
+    Unavailable,
+    /// The database is stamped for another environment, or not at all.
+    WrongStamp,
+    /// Migrations are pending, changed or unknown to this build.
+    SchemaMismatch,
+    /// Not checked, because something it depends on failed.
+    Unknown,
+}
+
+impl Check {
+    fn state(&self, failed: State) -> State {
+        match self {
+            Check::Ok => State::Ok,
+            Check::Failed(_) => failed,
+            Check::Unknown => State::Unknown,
+        }
+    }
+}
+
+impl Readiness {
+    /// Each check as a state word: database, stamp, schema.
+    pub fn states(&self) -> [State; 3] {
+        [
+            self.database.state(State::Unavailable),
+            self.stamp.state(State::WrongStamp),
+            self.schema.state(State::SchemaMismatch),
+        ]
+    }
+
+    /// The first failed state, or `Ok`.
+    pub fn state(&self) -> State {
+        self.states()
+            .into_iter()
+            .find(|state| !matches!(state, State::Ok | State::Unknown))
+            .unwrap_or(State::Ok)
+    }
+}
+
 /// Shared readiness state, written by [`monitor`].
 #[derive(Debug)]
 pub struct Health {

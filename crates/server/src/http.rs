@@ -1,61 +1,55 @@
 //! The HTTP surface: MCP at `/mcp` (streamable HTTP, stateless), `/health` and `/ready`.
 //!
 //! Every request gets an id (`x-request-id`, also in every log line of the request) and is
-//! counted by route and status (`telemetry::metrics`). `/mcp` (and `/metrics` when it shares this
-//! listener) is guarded, in this order: rate limit (429), bearer token (401), Origin and Host allow-lists
-//! (403/rmcp), body limit (413) and request timeout (408).
+//! counted by route and status (`telemetry::metrics`, outermost, so the guards' answers count
+//! too). `/mcp` sits behind the guard stack built in [`router`], which reads in the order the
+//! guards run; `/metrics`, when it shares this listener, behind the same authentication. The
+//! accept loop with the connection bounds is [`listener`].
 
+mod guard;
+pub mod listener;
 mod rate_limit;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tower_http::limit::RequestBodyLimitLayer;
+use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
+pub use guard::{Guard, Principal, check_envelope};
 pub use rate_limit::RateLimiter;
 
 use crate::app::AppState;
+use crate::auth::{PreviousTokens, TokenSet};
 use crate::config::ServerConfig;
+use crate::health::State as ReadyState;
 use crate::mcp::MemoryServer;
 
 /// Header carrying the request id, set on the request (for the MCP handler) and the response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What the `/mcp` guard needs; kept apart from [`AppState`] because SIGHUP changes the rate.
-#[derive(Debug)]
-pub struct Guard {
-    /// `None` when authentication is disabled (development on loopback only).
-    token: Option<SecretString>,
-    pub rate_limiter: RateLimiter,
-}
-
-impl Guard {
-    pub fn new(server: &ServerConfig) -> Self {
-        Self {
-            token: server
-                .auth
-                .required
-                .then(|| server.auth.token.clone())
-                .flatten(),
-            rate_limiter: RateLimiter::new(server.rate_limit.requests_per_minute),
-        }
-    }
+/// The tokens `/mcp` accepts under `server`, or `None` when it needs none.
+pub fn token_set(server: &ServerConfig) -> Option<TokenSet> {
+    let auth = &server.auth;
+    let current = auth.token.as_ref().filter(|_| auth.required)?;
+    Some(TokenSet::new(
+        current,
+        auth.previous_tokens
+            .as_ref()
+            .unwrap_or(&PreviousTokens::default()),
+    ))
 }
 
 /// The whole HTTP application. `shutdown` ends rmcp's in-flight streams when the daemon stops.
@@ -66,61 +60,56 @@ pub fn router(
     shutdown: CancellationToken,
 ) -> Router {
     let http = &server.http;
-    let mut mcp_config = StreamableHttpServerConfig::default()
+    // Host and Origin are checked by `guard::check_origin` before anything else, so rmcp's own
+    // (innermost) checks are off.
+    let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .with_max_request_body_bytes(http.max_body_bytes)
-        .with_allowed_hosts(allowed_hosts(http.bind, &http.allowed_hosts))
-        .with_allowed_origins(http.allowed_origins.iter().cloned())
+        .disable_allowed_hosts()
+        .disable_allowed_origins()
         .with_cancellation_token(shutdown);
-    if !http
-        .allowed_origins
-        .iter()
-        .any(|origin| origin.trim() == "*")
-    {
-        // rmcp checks nothing while the list is empty; we refuse every present Origin then.
-        mcp_config = mcp_config.enforce_origin_validation();
-    } else {
-        mcp_config = mcp_config.disable_allowed_origins();
-    }
     let mcp_app = app.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(MemoryServer::new(mcp_app.clone())),
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let guarded = Router::new()
-        .nest_service("/mcp", mcp)
-        .merge(crate::telemetry::metrics::shared_route(&app))
+    let request_timeout = Duration::from_secs(http.request_timeout_secs);
+    // The guards, outermost (first to run) at the top; each line names what it answers.
+    let guarded = ServiceBuilder::new()
+        .layer(from_fn_with_state(guard.clone(), guard::check_origin)) // 403 foreign Host/Origin
+        .layer(from_fn_with_state(guard.clone(), guard::authenticate)) // 401 bad token; 429 failures per address
+        .layer(from_fn_with_state(guard.clone(), guard::limit_principal)) // 429 + Retry-After per principal
+        .layer(from_fn_with_state(guard.clone(), guard::shed_load)) // 503 + Retry-After over max_in_flight
+        .layer(from_fn_with_state(guard.clone(), guard::read_body)) // 413 too large; 408 too slow; 503 budget spent
+        .layer(from_fn(guard::validate_envelope)) // 400 -32700/-32600; -32602 tools/call params
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(http.request_timeout_secs),
-        ))
-        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
-        .layer(middleware::from_fn_with_state(guard, guard_mcp));
+            request_timeout,
+        )) // 408
+        .map_response(IntoResponse::into_response)
+        .service(mcp);
+    // A scrape passes the same Host/Origin check and bearer token as `/mcp` but spends no
+    // principal's request allowance (a scraper addressing pod IPs wants `telemetry.metrics.bind`).
+    let metrics = crate::telemetry::metrics::shared_route(&app).layer(
+        ServiceBuilder::new()
+            .layer(from_fn_with_state(guard.clone(), guard::check_origin)) // 403 foreign Host/Origin
+            .layer(from_fn_with_state(guard, guard::authenticate)), // 401 bad token; 429 failures per address
+    );
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(app)
-        .merge(guarded)
+        .nest_service("/mcp", guarded)
+        .merge(metrics)
         // Includes /.well-known/oauth-protected-resource: a 404 tells clients not to try OAuth.
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn(trace_request))
         .layer(middleware::from_fn(
             crate::telemetry::metrics::count_responses,
         ))
-}
-
-/// Loopback names, the bind address and the configured extra names.
-fn allowed_hosts(bind: SocketAddr, extra: &[String]) -> Vec<String> {
-    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    if !bind.ip().is_unspecified() {
-        hosts.push(bind.ip().to_string());
-    }
-    hosts.extend(extra.iter().cloned());
-    hosts.dedup();
-    hosts
 }
 
 /// Liveness: the process answers. Never touches the database.
@@ -134,6 +123,8 @@ async fn health(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Readiness: database reachable, stamped for this environment, schema current.
+/// Body: `status` (`ready`/`degraded`), `state` (`ok`, `unavailable`, `wrong_stamp`,
+/// `schema_mismatch`) and the same word per check.
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
     let readiness = app.health.readiness();
     let status = if readiness.is_ready() {
@@ -141,12 +132,15 @@ async fn ready(State(app): State<Arc<AppState>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // States only: the reasons are in the log and in `STATUS=`, not for unauthenticated callers.
+    let [database, stamp, schema]: [ReadyState; 3] = readiness.states();
     let body = json!({
         "status": if readiness.is_ready() { "ready" } else { "degraded" },
+        "state": readiness.state(),
         "environment": app.environment.as_str(),
-        "database": readiness.database,
-        "stamp": readiness.stamp,
-        "schema": readiness.schema,
+        "database": database,
+        "stamp": stamp,
+        "schema": schema,
     });
     (status, axum::Json(body)).into_response()
 }
@@ -185,94 +179,4 @@ async fn trace_request(mut request: Request, next: Next) -> Response {
         }
     });
     response
-}
-
-/// Rate limit, then bearer token.
-async fn guard_mcp(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |info| info.0.ip());
-    if let Err(wait) = guard.rate_limiter.check(client) {
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, seconds.max(1).to_string())],
-            "rate limit exceeded\n",
-        )
-            .into_response();
-    }
-    if let Some(token) = &guard.token
-        && !bearer_matches(request.headers(), token)
-    {
-        return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .header(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
-            .body(Body::from("missing or invalid bearer token\n"))
-            .expect("static response parts are valid");
-    }
-    next.run(request).await
-}
-
-fn bearer_matches(headers: &HeaderMap, token: &SecretString) -> bool {
-    let Some(presented) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(presented, token.expose_secret().as_bytes())
-}
-
-/// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
-fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
-    let mut difference = left.len() ^ right.len();
-    for (index, byte) in left.iter().enumerate() {
-        let other = right.get(index).copied().unwrap_or(!*byte);
-        difference |= usize::from(byte ^ other);
-    }
-    difference == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_equal_only_when_identical() {
-        assert!(constant_time_eq(b"secret-token", b"secret-token"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
-        assert!(!constant_time_eq(b"secret-token", b"secret-token-longer"));
-        assert!(!constant_time_eq(b"secret-token-longer", b"secret-token"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
-
-    #[test]
-    fn only_the_bearer_scheme_is_accepted() {
-        let token = SecretString::from("0123456789abcdef");
-        let mut headers = HeaderMap::new();
-        assert!(!bearer_matches(&headers, &token));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic 0123456789abcdef"),
-        );
-        assert!(!bearer_matches(&headers, &token));
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer 0123456789abcdef"),
-        );
-        assert!(bearer_matches(&headers, &token));
-    }
-
-    #[test]
-    fn hosts_include_loopback_the_bind_address_and_extras() {
-        let hosts = allowed_hosts("10.1.2.3:8765".parse().unwrap(), &["mcp.example".into()]);
-        assert_eq!(
-            hosts,
-            ["localhost", "127.0.0.1", "::1", "10.1.2.3", "mcp.example"]
-        );
-        let any = allowed_hosts("0.0.0.0:8765".parse().unwrap(), &[]);
-        assert_eq!(any, ["localhost", "127.0.0.1", "::1"]);
-    }
 }

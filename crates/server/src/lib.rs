@@ -2,6 +2,7 @@
 //! interface, commands, MCP server, HTTP surface and lifecycle. The binary in `main.rs` only maps their results to exit codes.
 
 pub mod app;
+pub mod auth;
 pub mod checks;
 pub mod cli;
 pub mod commands;
@@ -13,6 +14,8 @@ pub mod http;
 pub mod logging;
 pub mod mcp;
 pub mod memory;
+pub mod probe;
+mod reload;
 pub mod serve;
 pub mod telemetry;
 

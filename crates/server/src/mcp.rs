@@ -26,8 +26,9 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::http::REQUEST_ID_HEADER;
 use crate::memory::{
-    Forget, ForgetReport, GetSession, MemoryError, SearchMemory, SearchResults, SessionPage,
-    StoreInsight, StoreRawDialogue, StoredInsight, StoredTurn,
+    Forget, ForgetReport, GetSession, MemoryError, SEARCH_TOOL_DESCRIPTION, SearchMemory,
+    SearchResults, SearchStatus, SessionPage, StoreInsight, StoreRawDialogue, StoredInsight,
+    StoredTurn,
 };
 use crate::telemetry::{self, Outcome};
 
@@ -71,6 +72,8 @@ pub struct MemoryStatus {
     pub insights: u64,
     /// Version of this server.
     pub server_version: String,
+    /// How searches rank: word-form languages, recency and importance weights.
+    pub search: SearchStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -112,7 +115,7 @@ impl MemoryServer {
     }
 
     #[tool(
-        description = "Full-text search over insights and raw dialogue, best matches first. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Each layer ranks its 200 most recent matches: add words, a phrase or a session_id to reach older memories of frequent words.",
+        description = SEARCH_TOOL_DESCRIPTION,
         output_schema = schema_for_output::<SearchResults>()
     )]
     async fn search_memory(&self, Parameters(params): Parameters<SearchMemory>) -> CallToolResult {
@@ -161,6 +164,7 @@ impl MemoryServer {
 impl MemoryServer {
     async fn status(&self) -> Result<MemoryStatus, MemoryError> {
         let store = self.app.store.status().await?;
+        let search = self.app.store.search_status();
         Ok(MemoryStatus {
             environment: self.app.environment.as_str().to_owned(),
             database: store.database,
@@ -168,6 +172,7 @@ impl MemoryServer {
             raw_turns: store.raw_turns,
             insights: store.insights,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            search,
         })
     }
 

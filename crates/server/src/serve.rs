@@ -5,8 +5,6 @@
 //! (auto, or 78 when pending) → listener → `READY=1`. Then a probe-gated watchdog heartbeat, a
 //! database monitor, SIGHUP reloads, and on SIGTERM/SIGINT `STOPPING=1` and a bounded drain.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,27 +20,20 @@ use watchdog::{BeatOutcome, HeartbeatOptions, Notifier};
 use crate::app::AppState;
 use crate::cli::{Cli, ServeArgs};
 use crate::commands::{db_exit_code, load_or_report};
-use crate::config::{self, AppConfig, ConfigSource, Transport};
+use crate::config::{AppConfig, ConfigSource, Transport};
 use crate::exit;
 use crate::health::{self, Health};
 use crate::http::{self, Guard};
 use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
-use crate::memory::{MemoryLimits, MemoryStore};
+use crate::memory::{MemoryLimits, MemoryStore, SearchSettings};
+use crate::reload;
 use crate::telemetry::{self, Telemetry};
 
 /// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
 const EXTEND_SLACK: Duration = Duration::from_secs(10);
 /// Longest wait for the pool's connections to close after the drain.
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keys SIGHUP applies without a restart; any other changed key is reported as needing one.
-const LIVE_KEYS: [&str; 4] = [
-    "logging.level",
-    "logging.log_payloads",
-    "server.rate_limit.requests_per_minute",
-    "telemetry.traces.sample_ratio",
-];
-
 /// Runs the daemon until it is told to stop; returns the exit code.
 pub fn serve(cli: &Cli, args: &ServeArgs, env: &EnvSnapshot) -> u8 {
     let env = with_flags(env, args);
@@ -66,9 +57,11 @@ pub fn serve(cli: &Cli, args: &ServeArgs, env: &EnvSnapshot) -> u8 {
         }
     };
     let daemon = Daemon {
-        config: app_config,
-        values: resolution.values,
-        environment: resolution.environment,
+        current: reload::Current {
+            config: app_config,
+            values: resolution.values,
+            environment: resolution.environment,
+        },
         source: cli.config_source(),
         args: args.clone(),
         log,
@@ -134,10 +127,8 @@ fn announce(resolution: &Resolution, config: &AppConfig, log: &LogHandle) {
 }
 
 struct Daemon {
-    config: AppConfig,
-    /// The effective configuration values, to tell what a reload changed.
-    values: BTreeMap<String, config_core::Resolved>,
-    environment: Environment,
+    /// The configuration in effect (SIGHUP replaces parts of it).
+    current: reload::Current,
     source: ConfigSource,
     /// The command-line flags, applied again on reload.
     args: ServeArgs,
@@ -230,7 +221,7 @@ struct Stop {
 
 impl Daemon {
     async fn run(mut self, env: &EnvSnapshot) -> u8 {
-        let environment = self.environment;
+        let environment = self.current.environment;
         let notifier = self.notifier.clone();
         // Installed first: a stop requested at any point after exec must be a clean stop.
         let mut signals = match Signals::install() {
@@ -240,8 +231,9 @@ impl Daemon {
                 return exit::FAILURE;
             }
         };
+        let fd_limit = http::listener::raise_fd_limit();
         let _ = notifier.status("connecting to the database");
-        let connecting = db::connect(&self.config.database, |progress| {
+        let connecting = db::connect(&self.current.config.database, |progress| {
             tracing::warn!("{progress}");
             let _ = notifier.extend_timeout(progress.next_delay + EXTEND_SLACK);
             let _ = notifier.status(&format!(
@@ -261,14 +253,14 @@ impl Daemon {
             Ok(pool) => pool,
             Err(err) => return refuse(&err, environment),
         };
-        if let Err(err) = prepare_schema(&pool, &self.config, environment).await {
+        if let Err(err) = prepare_schema(&pool, &self.current.config, environment).await {
             pool.close().await;
             return err;
         }
         let database = current_database(&pool).await;
 
         let telemetry = match telemetry::start(
-            &self.config.telemetry,
+            &self.current.config.telemetry,
             environment,
             tokio::runtime::Handle::current(),
         ) {
@@ -280,30 +272,37 @@ impl Daemon {
             }
         };
         let health = Arc::new(Health::new(environment));
-        let store = MemoryStore::new(pool.clone(), MemoryLimits::from_config(&self.config.memory));
+        let store = MemoryStore::new(
+            pool.clone(),
+            MemoryLimits::from_config(&self.current.config.memory),
+        )
+        .with_search_settings(SearchSettings::from_config(
+            &self.current.config.memory.search,
+        ))
+        .with_prepared_statements(self.current.config.database.prepared_statements);
         let app = Arc::new(
             AppState::new(
                 environment,
                 store,
                 health.clone(),
-                self.config.logging.log_payloads,
+                self.current.config.logging.log_payloads,
             )
             .with_shared_metrics(telemetry.shared_metrics()),
         );
-        let guard = Arc::new(Guard::new(&self.config.server));
+        let guard = Arc::new(Guard::new(&self.current.config.server));
         let stop = CancellationToken::new();
         // rmcp's own token: cancelled only after the drain, so in-flight calls can finish.
         let mcp_stop = CancellationToken::new();
         let router = http::router(
             app.clone(),
             guard.clone(),
-            &self.config.server,
+            &self.current.config.server,
             mcp_stop.clone(),
         );
 
-        let (mut serving, serving_at) = match self.config.server.transport {
+        let (mut serving, serving_at) = match self.current.config.server.transport {
             Transport::Http => {
-                let bind = self.config.server.http.bind;
+                let bind = self.current.config.server.http.bind;
                 let listener = match tokio::net::TcpListener::bind(bind).await {
                     Ok(listener) => listener,
                     Err(err) => {
@@ -313,15 +312,17 @@ impl Daemon {
                     }
                 };
                 let address = listener.local_addr().unwrap_or(bind);
-                let service = router
-                    .clone()
-                    .into_make_service_with_connect_info::<SocketAddr>();
-                let stop = stop.clone();
-                let task = tokio::spawn(async move {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                });
+                let limits = http::listener::ConnectionLimits::derive(
+                    &self.current.config.server.http,
+                    fd_limit,
+                    self.current.config.database.pool.max_connections,
+                );
+                let task = tokio::spawn(http::listener::serve(
+                    listener,
+                    router.clone(),
+                    limits,
+                    stop.clone(),
+                ));
                 (Serving::Http(task), format!("http://{address}/mcp"))
             }
             Transport::Stdio => {
@@ -363,9 +364,12 @@ impl Daemon {
             .wait_for_stop(
                 &mut signals,
                 &mut serving,
-                &app,
-                &guard,
-                &telemetry,
+                &LiveParts {
+                    app: &app,
+                    guard: &guard,
+                    pool: &pool,
+                    telemetry: &telemetry,
+                },
                 &ready_status,
             )
             .await;
@@ -378,7 +382,7 @@ impl Daemon {
             let _ = heartbeat.await;
         }
         stop.cancel();
-        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let grace = Duration::from_secs(self.current.config.server.shutdown_grace_secs);
         if transport_ended || serving.drain(grace).await {
             tracing::info!("in-flight requests finished");
         } else {
@@ -405,9 +409,7 @@ impl Daemon {
         &mut self,
         signals: &mut Signals,
         serving: &mut Serving,
-        app: &AppState,
-        guard: &Guard,
-        telemetry: &Telemetry,
+        live: &LiveParts<'_>,
         ready_status: &str,
     ) -> Stop {
         loop {
@@ -417,7 +419,7 @@ impl Daemon {
                         tracing::info!("{signal} received: stopping");
                         return Stop { code: exit::OK, transport_ended: false };
                     }
-                    None => self.reload(app, guard, telemetry, ready_status),
+                    None => self.reload(live, ready_status).await,
                 },
                 code = serving.ended() => {
                     return Stop { code, transport_ended: true };
@@ -427,67 +429,41 @@ impl Daemon {
     }
 
     /// SIGHUP: re-read the configuration, apply what can change live, report the rest.
-    fn reload(&mut self, app: &AppState, guard: &Guard, telemetry: &Telemetry, ready_status: &str) {
+    async fn reload(&mut self, serving: &LiveParts<'_>, ready_status: &str) {
         let _ = self.notifier.reloading();
-        match config::load(
-            &self.source,
-            &with_flags(&EnvSnapshot::from_process(), &self.args),
-        ) {
-            Err(failure) => tracing::error!(
-                "reload failed; the running configuration stays in effect:\n{}",
-                failure.report
-            ),
-            Ok(loaded) if loaded.resolution.environment != self.environment => tracing::error!(
-                "reload refused: it would switch from {} to {}; restart instead",
-                self.environment,
-                loaded.resolution.environment
-            ),
-            Ok(loaded) => {
-                let new = &loaded.config;
-                match self.log.apply(&new.logging) {
-                    Ok(()) => {}
-                    Err(err) => tracing::error!("{err}"),
-                }
-                app.set_log_payloads(new.logging.log_payloads);
-                guard
-                    .rate_limiter
-                    .set_per_minute(new.server.rate_limit.requests_per_minute);
-                telemetry.reload(&new.telemetry);
-                let changed = changed_keys(&self.values, &loaded.resolution.values);
-                let (live, restart): (Vec<&str>, Vec<&str>) = changed
-                    .iter()
-                    .map(String::as_str)
-                    .partition(|key| LIVE_KEYS.contains(key));
-                tracing::info!(
-                    applied = %if live.is_empty() { "nothing changed".to_owned() } else { live.join(", ") },
-                    "configuration reloaded"
-                );
-                if !restart.is_empty() {
-                    tracing::warn!(
-                        keys = %restart.join(", "),
-                        "changed keys take effect only after a restart"
-                    );
-                }
-                self.values = loaded.resolution.values;
-                self.config.logging = loaded.config.logging;
-                self.config.server.rate_limit = loaded.config.server.rate_limit;
-            }
-        }
+        let env = with_flags(&EnvSnapshot::from_process(), &self.args);
+        let live = reload::Live {
+            app: serving.app,
+            guard: serving.guard,
+            pool: serving.pool,
+            log: &self.log,
+            telemetry: serving.telemetry,
+        };
+        reload::reload(&mut self.current, &self.source, &env, live).await;
         let _ = self.notifier.ready(ready_status);
     }
 }
 
-/// Stamp check and migrations; on failure the exit code (already logged).
+/// What a SIGHUP reaches in the running daemon (besides the logging, which the daemon holds).
+struct LiveParts<'a> {
+    app: &'a AppState,
+    guard: &'a Guard,
+    pool: &'a sqlx::PgPool,
+    telemetry: &'a Telemetry,
+}
+
+/// Least privilege, stamp check and migrations; on failure the exit code (already logged).
 async fn prepare_schema(
     pool: &sqlx::PgPool,
     config: &AppConfig,
     environment: Environment,
 ) -> Result<(), u8> {
+    least_privilege(pool, environment).await?;
     if let Err(err) = db::check_stamp(pool, environment).await {
         return Err(refuse(&err, environment));
     }
     if config.database.auto_migrate {
-        match db::migrate(pool).await {
+        match migrate_at_start(pool, &config.database).await {
             Ok(report) => tracing::info!("migrations: {report}"),
             Err(err) => return Err(refuse(&err, environment)),
         }
@@ -509,6 +485,61 @@ async fn prepare_schema(
     Ok(())
 }
 
+/// Staging and production refuse to serve as a role that could read any database or row
+/// (SUPERUSER, BYPASSRLS) and warn about CREATEROLE/CREATEDB; elsewhere all are warnings.
+async fn least_privilege(pool: &sqlx::PgPool, environment: Environment) -> Result<(), u8> {
+    let role = match db::role_attributes(pool).await {
+        Ok(role) => role,
+        Err(err) => return Err(refuse(&err, environment)),
+    };
+    let dangerous = role.dangerous();
+    let fix = format!(
+        "connect as the {environment} role instead ({}: `cargo xtask setup-db --env {environment}` creates it) or ALTER ROLE {} NOSUPERUSER NOBYPASSRLS",
+        db::role_name(environment),
+        role.name
+    );
+    if !dangerous.is_empty() {
+        if environment.is_strict() {
+            tracing::error!(
+                "cannot start: the database login role {} has {}, which bypasses the separation of environments and tenants; {fix}",
+                role.name,
+                dangerous.join(", ")
+            );
+            return Err(exit::CONFIG);
+        }
+        tracing::warn!(
+            "the database login role {} has {}; staging and production refuse that",
+            role.name,
+            dangerous.join(", ")
+        );
+    }
+    let needless = role.needless();
+    if !needless.is_empty() {
+        tracing::warn!(
+            "the database login role {} has {}, which serving does not need: ALTER ROLE {} NOCREATEROLE NOCREATEDB",
+            role.name,
+            needless.join(", "),
+            role.name
+        );
+    }
+    Ok(())
+}
+
+/// `database.auto_migrate`: on the direct connection when `database.migration_url` is set (the
+/// schema lock is a session lock, which a pooler in transaction mode would not hold).
+async fn migrate_at_start(
+    pool: &sqlx::PgPool,
+    config: &db::DatabaseConfig,
+) -> Result<db::MigrationReport, db::DbError> {
+    if config.migration_url.is_none() {
+        return db::migrate(pool).await;
+    }
+    let direct = db::connect_direct(config, |progress| tracing::warn!("{progress}")).await?;
+    let report = db::migrate(&direct).await;
+    direct.close().await;
+    report
+}
+
 /// Logs why the daemon cannot start and returns the exit code for it.
 fn refuse(err: &db::DbError, environment: Environment) -> u8 {
     tracing::error!("cannot start: {err}");
@@ -522,6 +553,7 @@ fn refuse(err: &db::DbError, environment: Environment) -> u8 {
 
 async fn current_database(pool: &sqlx::PgPool) -> String {
     sqlx::query_scalar::<_, String>("SELECT current_database()")
+        .persistent(false)
         .fetch_one(pool)
         .await
         .unwrap_or_else(|_| "(unknown)".to_owned())
@@ -581,23 +613,4 @@ fn start_heartbeat(
         stopped,
     ));
     (stop, Some(task))
-}
-
-/// Keys whose effective value differs between two resolutions (values are compared, not shown).
-fn changed_keys(
-    old: &BTreeMap<String, config_core::Resolved>,
-    new: &BTreeMap<String, config_core::Resolved>,
-) -> Vec<String> {
-    let mut keys: Vec<String> = old
-        .keys()
-        .chain(new.keys())
-        .filter(|key| match (old.get(*key), new.get(*key)) {
-            (Some(a), Some(b)) => !a.value.same_as(&b.value),
-            _ => true,
-        })
-        .cloned()
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
 }

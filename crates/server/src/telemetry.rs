@@ -190,37 +190,51 @@ pub fn call_span(
 
 /// Runs one MCP request inside its SERVER span and records its metrics; `outcome` tells how
 /// the answer went and, for a failure, its `error.type`.
-pub async fn observe<F, T>(
+///
+/// The request's future goes on the heap at once: rmcp polls every handler inside one task,
+/// and with it inline the unoptimised (debug) build overflowed a worker's 2 MiB stack.
+pub fn observe<F, T>(
     call: CallSpan,
     future: F,
     outcome: impl FnOnce(&T) -> (Outcome, Option<&'static str>),
-) -> T
+) -> impl Future<Output = T>
 where
     F: Future<Output = T>,
 {
-    let (method, tool) = (call.method, call.tool);
-    let started = Instant::now();
-    let trace = traces::CallTrace::start(call);
-    let answer = match &trace {
-        Some(trace) => trace.run(future).await,
-        None => future.await,
-    };
-    let (result, error_type) = outcome(&answer);
-    metrics::record_call(method, tool, result, error_type, started.elapsed());
-    if let Some(trace) = trace {
-        trace.end(error_type);
+    let future = Box::pin(future);
+    async move {
+        let (method, tool) = (call.method, call.tool);
+        let started = Instant::now();
+        let trace = traces::CallTrace::start(call);
+        let answer = match &trace {
+            Some(trace) => trace.run(future).await,
+            None => future.await,
+        };
+        let (result, error_type) = outcome(&answer);
+        metrics::record_call(method, tool, result, error_type, started.elapsed());
+        if let Some(trace) = trace {
+            trace.end(error_type);
+        }
+        answer
     }
-    answer
 }
 
 /// A database statement: its span (when inside a traced call) and the in-flight gauge.
 /// `summary` is static text such as `INSERT l0_raw`.
-pub async fn statement<F, T, E>(summary: &'static str, future: F) -> Result<T, E>
+///
+/// The statement's future goes on the heap at once, so the layers around it stay small (see
+/// [`observe`]).
+pub fn statement<F, T, E>(summary: &'static str, future: F) -> impl Future<Output = Result<T, E>>
 where
     F: Future<Output = Result<T, E>>,
     E: StatementError,
 {
-    metrics::count_statement(traces::statement(summary, future)).await
+    metrics::count_statement(traces::statement(summary, Box::pin(future)))
+}
+
+/// Waiting for a pool connection (`pool.acquire()`, `pool.begin()`): the pool-waiters gauge.
+pub async fn connection<F: Future>(acquiring: F) -> F::Output {
+    metrics::count_wait(acquiring).await
 }
 
 /// `error.type` of a JSON-RPC error answer: its code, as static text.

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cognitive-memory-mcp");
 /// Unique values that must never appear in any output.
-const CANARY_PASSWORD: &str = "CanaryPw-7f3a9c1e";
+const CANARY_PASSWORD: &str = "CanaryPw-7f3a9c1e5b2d80469e";
 const CANARY_TOKEN: &str = "CanaryToken-b62d04e81f5a4c37";
 
 struct Root {
@@ -490,4 +490,40 @@ fn telemetry_settings_are_validated_and_the_endpoint_never_echoed() {
         "{}",
         run.stderr()
     );
+}
+
+#[test]
+fn search_settings_out_of_range_are_named_with_their_source() {
+    let root = Root::new();
+    valid_production(&root);
+    let run = root.run(
+        &["--env", "production", "config", "check"],
+        &[
+            (
+                "COGMEM__MEMORY__SEARCH__LANGUAGES",
+                r#"["english", "french"]"#,
+            ),
+            ("COGMEM__MEMORY__SEARCH__RECENCY_WEIGHT", "2"),
+            ("COGMEM__MEMORY__SEARCH__RECENCY_HALF_LIFE_DAYS", "0"),
+            ("COGMEM__MEMORY__SEARCH__IMPORTANCE_WEIGHT", "-0.5"),
+        ],
+    );
+    assert_eq!(run.code(), 78, "{}", run.all());
+    let err = run.stderr();
+    for needle in [
+        "memory.search.languages[1]: must be one of english, german",
+        "memory.search.recency_weight: must be from 0 to 1",
+        "memory.search.recency_half_life_days: must be more than 0",
+        "memory.search.importance_weight: must be from 0 to 1",
+        "COGMEM__MEMORY__SEARCH__RECENCY_WEIGHT",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("french"), "no value is echoed:\n{err}");
+
+    let run = root.run(
+        &["--env", "production", "config", "check"],
+        &[("COGMEM__MEMORY__SEARCH__LANGUAGES", r#"["german"]"#)],
+    );
+    assert_eq!(run.code(), 0, "{}", run.all());
 }

@@ -174,6 +174,9 @@ fn production_database() -> String {
             .unwrap();
         let config = db::DatabaseConfig {
             url: SecretString::from(database.url.clone()),
+            migration_url: None,
+            prepared_statements: true,
+            ssl_root_cert: None,
             pool: db::PoolConfig {
                 min_connections: 0,
                 max_connections: 1,
@@ -181,6 +184,7 @@ fn production_database() -> String {
             acquire_timeout_secs: 5,
             connect_wait_secs: 5,
             require_tls: true,
+            tls_verify: true,
             auto_migrate: false,
         };
         let pool = db::connect(&config, |_| {}).await.unwrap();

@@ -164,10 +164,10 @@ async fn the_guards_answer_401_403_405_413_and_404() {
         .send()
         .await
         .unwrap();
-    // rmcp answers malformed JSON with 415 and a parse message: a client error, not a crash.
-    let status = malformed.status();
-    assert!(status.is_client_error(), "{status}");
-    assert!(malformed.text().await.unwrap().contains("deserialize"));
+    // Malformed JSON: 400 with JSON-RPC's parse error, before rmcp sees it.
+    assert_eq!(malformed.status(), 400);
+    let body: serde_json::Value = malformed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
 
     // The daemon is still healthy after all of it.
     let health = http.get(format!("{base}/health")).send().await.unwrap();
@@ -312,4 +312,34 @@ async fn a_request_over_the_time_limit_gets_408_and_the_daemon_goes_on() {
     pool.close().await;
     let health = reqwest::get(format!("{base}/health")).await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn previous_tokens_are_accepted_until_their_expiry() {
+    let database = stamped_database(Environment::Test).await;
+    let old = "old-token-0123456789abcdef";
+    let expired = "expired-token-0123456789abcdef";
+    let mut daemon = Launch::http(&database.url)
+        .env(
+            "MCP_AUTH_TOKEN_PREVIOUS",
+            &format!("{old}, {expired};expires=2020-01-01T00:00:00Z"),
+        )
+        .spawn();
+    let base = daemon.ready();
+    let http = reqwest::Client::new();
+    for (token, status) in [
+        (TOKEN, 200),
+        (old, 200),
+        (expired, 401),
+        ("wrong-0123456789abcdef", 401),
+    ] {
+        let response = modern_post(&http, &base)
+            .bearer_auth(token)
+            .json(&discover_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{token}");
+    }
+    assert!(!daemon.stderr().contains(old) && !daemon.stderr().contains(expired));
 }

@@ -717,14 +717,15 @@ async fn search_ranks_highlights_and_merges_layers() {
         order,
         vec![
             (ItemLayer::Raw, dense),
-            (ItemLayer::Insight, single),
             (ItemLayer::Insight, one),
+            (ItemLayer::Insight, single),
             (ItemLayer::Raw, long),
         ],
-        "ranked by score across layers"
+        "ranked by score across layers; equal relevance (one mention each): newest first"
     );
     let scores: Vec<f64> = results.hits.iter().map(|h| h.score).collect();
-    assert!(scores.windows(2).all(|w| w[0] > w[1]), "{scores:?}");
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(scores[0] > scores[1], "three mentions beat one: {scores:?}");
     assert!(scores.iter().all(|s| *s > 0.0 && *s < 1.0), "{scores:?}");
     for hit in &results.hits {
         assert!(hit.snippet.contains("**banana**"), "{}", hit.snippet);
@@ -762,7 +763,7 @@ async fn search_ranks_highlights_and_merges_layers() {
     .await;
     assert_eq!(
         insights_only,
-        vec![(ItemLayer::Insight, single), (ItemLayer::Insight, one)]
+        vec![(ItemLayer::Insight, one), (ItemLayer::Insight, single)]
     );
 
     // The limit cuts the merged list.
@@ -776,7 +777,7 @@ async fn search_ranks_highlights_and_merges_layers() {
     .await;
     assert_eq!(
         top2,
-        vec![(ItemLayer::Raw, dense), (ItemLayer::Insight, single)]
+        vec![(ItemLayer::Raw, dense), (ItemLayer::Insight, one)]
     );
 
     // Only the matching part of a long text is shown.
@@ -863,10 +864,12 @@ async fn search_understands_websearch_syntax() {
         .map(|(_, id)| id)
         .collect();
     assert_eq!(found, HashSet::from([cat, both]), "case-insensitive");
-    assert!(
-        ids_of(&store, search("cats")).await.is_empty(),
-        "no stemming"
-    );
+    let found: HashSet<i64> = ids_of(&store, search("cats"))
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(found, HashSet::from([cat, both]), "English word forms");
 
     // Nothing to search for: no hits, not an error.
     for query in ["!!!", "-", "\"\"", "... ?? ;"] {
@@ -1351,31 +1354,4 @@ async fn driver_errors_are_sorted_and_never_quote_values() {
     assert!(text.contains("l0_raw_speaker_check"), "{text}");
     assert!(!text.contains(CANARY), "{text}");
     assert_eq!(mapped.field(), None);
-}
-
-#[tokio::test]
-async fn a_frequent_word_is_ranked_among_its_200_newest_matches_and_narrower_queries_reach_older_ones()
- {
-    let (_db, store) = fresh().await;
-    // The best match for "alpha" is the oldest turn; 200 weaker matches follow it.
-    let oldest = put(&store, "s", "alpha alpha alpha beta").await;
-    for n in 0..200 {
-        put(
-            &store,
-            "s",
-            &format!("alpha filler number {n} of many words here"),
-        )
-        .await;
-    }
-    let hits = store.search(search("alpha")).await.unwrap().hits;
-    assert_eq!(hits.len(), 5);
-    assert!(
-        hits.iter().all(|hit| hit.id != oldest),
-        "the oldest match is outside the rank window: {hits:?}"
-    );
-    // A narrower query has fewer matches, all ranked: the old turn is found and ranks first.
-    let hits = store.search(search("alpha beta")).await.unwrap().hits;
-    assert_eq!(hits[0].id, oldest);
-    let hits = store.search(search("\"alpha alpha\"")).await.unwrap().hits;
-    assert_eq!(hits[0].id, oldest);
 }

@@ -192,7 +192,7 @@ async fn no_command_or_error_path_prints_a_secret() {
     )
     .unwrap();
     let before = files_in(root.path());
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 9] = [
         &["config", "check"],
         &["config", "explain"],
         &["config", "template"],
@@ -200,6 +200,8 @@ async fn no_command_or_error_path_prints_a_secret() {
         &["migrate"],
         &["doctor"],
         &["doctor", "--json"],
+        &["health"],
+        &["health", "--ready", "--url", "http://127.0.0.1:9"],
     ];
     for environment in ["development", "test", "production"] {
         for command in commands {

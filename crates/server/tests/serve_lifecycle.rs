@@ -197,7 +197,15 @@ async fn a_database_outage_degrades_but_keeps_petting_and_recovers() {
     assert_eq!(ready.status(), 503);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
-    assert_eq!(body["database"]["state"], "failed");
+    assert_eq!(body["state"], "unavailable");
+    assert_eq!(body["database"], "unavailable");
+    assert_eq!(body["stamp"], "unknown");
+    // States only: no error text (role names, hosts, source lines) for unauthenticated callers.
+    let text = body.to_string();
+    assert!(
+        !text.contains("error") && !text.contains("connect") && text.len() < 200,
+        "{text}"
+    );
     // Still petted while degraded.
     assert!(
         daemon

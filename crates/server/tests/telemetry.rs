@@ -1,11 +1,13 @@
 //! Telemetry of the real daemon, checked against what each test did:
-//! - `/metrics` after a scripted mix (tool calls, tool errors, wrong tokens, an oversized body,
-//!   the rate limit, a database outage): counters and histogram counts equal the tally, the text
-//!   parses as the Prometheus exposition format, and no canary (content, session id, token) is in it;
+//! - `/metrics` after a scripted mix (tool calls, tool errors, wrong tokens, a foreign Origin, an
+//!   oversized body, the failed-authentication limit, the rate limit, a database outage): counters
+//!   and histogram counts equal the tally, the text parses as the Prometheus exposition format,
+//!   and no canary (content, session id, token) is in it;
 //! - a separate metrics listener without authentication;
 //! - traces to a loopback OTLP/HTTP receiver: at ratio 1.0 every call is a SERVER span with the
 //!   MCP convention's name and attributes, database statements are its children, and trace context
-//!   is taken from `traceparent` headers and `params._meta.traceparent`; at ratio 0.1 over 1,000
+//!   is taken from `traceparent` headers and `params._meta.traceparent` (over stdio the transport
+//!   is `pipe`, metrics on a listener of their own); at ratio 0.1 over 1,000
 //!   calls the kept share is within statistical bounds and every failed call is kept; no canary
 //!   is in any exported byte.
 
@@ -27,6 +29,7 @@ use prost::Message as _;
 use serde_json::{Value, json};
 
 const RATE_LIMIT_VAR: &str = "COGMEM__SERVER__RATE_LIMIT__REQUESTS_PER_MINUTE";
+const FAILED_AUTH_VAR: &str = "COGMEM__SERVER__RATE_LIMIT__FAILED_AUTH_PER_MINUTE";
 const CANARY_CONTENT: &str = "canary-content-7f3a9d memory of a private matter";
 const CANARY_SESSION: &str = "canary-session-51c0e2";
 const CANARY_TOKEN: &str = "canary-token-0b8e6f4d2a917c35";
@@ -301,15 +304,18 @@ async fn metrics_count_what_a_scripted_mix_did() {
     db::stamp(&pool, Environment::Test, "tests").await.unwrap();
     pool.close().await;
     const RATE: u32 = 60;
+    const FAILED_AUTH: u32 = 10;
     let daemon = Launch::http(&database.url)
         .env(RATE_LIMIT_VAR, &RATE.to_string())
+        .env(FAILED_AUTH_VAR, &FAILED_AUTH.to_string())
         .env("COGMEM__DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
         .spawn();
     let mut daemon = daemon;
     let base = daemon.ready();
     let http = reqwest::Client::new();
-    // What this test sent to the guarded routes, by route and status (each counts for the rate
-    // limit, which allows a burst of RATE).
+    // What this test sent, by route and status. Authenticated requests to /mcp count for the
+    // principal's rate limit (a burst of RATE); refused credentials for the address's failure
+    // allowance (a burst of FAILED_AUTH), scrapes for neither.
     let mut statuses: BTreeMap<(&str, u16), u32> = BTreeMap::new();
     let mut tally: BTreeMap<(&str, Answer), u32> = BTreeMap::new();
     let mut id = 0;
@@ -367,6 +373,20 @@ async fn metrics_count_what_a_scripted_mix_did() {
         assert_eq!(answer, Answer::Status(401));
         record("-", answer, &mut statuses);
     }
+    // A foreign Origin: 403 from the first guard, before the token is looked at.
+    let foreign = http
+        .post(format!("{base}/mcp"))
+        .bearer_auth(TOKEN)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":0,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(foreign, 403);
+    *statuses.entry(("/mcp", 403)).or_insert(0) += 1;
     // An oversized body: 413 from the body limit (1 MiB).
     let oversized = http
         .post(format!("{base}/mcp"))
@@ -384,6 +404,24 @@ async fn metrics_count_what_a_scripted_mix_did() {
     let (status, _) = scrape(&http, &format!("{base}/metrics"), None).await;
     assert_eq!(status, 401);
     *statuses.entry(("/metrics", 401)).or_insert(0) += 1;
+    // Wrong tokens until the address has spent its failure allowance: then 429.
+    let mut refused = 0;
+    loop {
+        assert!(
+            refused <= 3 * FAILED_AUTH,
+            "no 429 for failed authentication"
+        );
+        id += 1;
+        let mut wrong = Call::new("memory_status", json!({}));
+        wrong.token = CANARY_TOKEN;
+        let answer = call(&http, &base, id, wrong).await;
+        record("-", answer, &mut statuses);
+        refused += 1;
+        if answer == Answer::Status(429) {
+            break;
+        }
+        assert_eq!(answer, Answer::Status(401));
+    }
 
     // The database goes away: readiness falls, a store fails as a tool error.
     tokio::task::block_in_place(|| cluster.stop_server()).unwrap();
@@ -427,15 +465,10 @@ async fn metrics_count_what_a_scripted_mix_did() {
         }
         record("get_session", answer, &mut statuses);
     }
-    // Wait for the bucket to allow one scrape (one request per second at 60 per minute).
-    let text = loop {
-        let (status, text) = scrape(&http, &format!("{base}/metrics"), Some(TOKEN)).await;
-        *statuses.entry(("/metrics", status)).or_insert(0) += 1;
-        if status == 200 {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    // A scrape spends no principal's allowance: it is answered while /mcp answers 429.
+    let (status, text) = scrape(&http, &format!("{base}/metrics"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    *statuses.entry(("/metrics", 200)).or_insert(0) += 1;
     for canary in [
         CANARY_CONTENT,
         CANARY_SESSION,
@@ -480,8 +513,8 @@ async fn metrics_count_what_a_scripted_mix_did() {
             "{tool} {outcome} histogram"
         );
     }
-    // HTTP statuses of the guarded routes, 401/413/429 among them; the last scrape counts after
-    // it is rendered.
+    // HTTP statuses of the guarded routes, 401/403/413/429 among them; the last scrape counts
+    // after it is rendered.
     *statuses.get_mut(&("/metrics", 200)).unwrap() -= 1;
     for ((route, status), n) in &statuses {
         assert_eq!(
@@ -497,7 +530,9 @@ async fn metrics_count_what_a_scripted_mix_did() {
             "{route} {status}"
         );
     }
-    assert!(statuses.contains_key(&("/mcp", 401)) && statuses.contains_key(&("/mcp", 429)));
+    for status in [401, 403, 413, 429] {
+        assert!(statuses.contains_key(&("/mcp", status)), "no {status}");
+    }
     // Pool, health and build info.
     assert_eq!(value(&samples, "cogmem_ready", &[]), 1.0);
     for check in ["database", "stamp", "schema"] {
@@ -729,7 +764,12 @@ async fn every_call_is_a_server_span_with_database_children_at_ratio_1() {
             .collect();
         let expected: &[&str] = match request_id {
             "1" => &["INSERT l0_raw"],
-            "2" => &["SELECT search"],
+            // Both layers ranked, then the details of the hits.
+            "2" => &[
+                "SELECT l0_raw ranked",
+                "SELECT l2_insights ranked",
+                "SELECT hit_details",
+            ],
             "3" => &["SELECT l0_raw session"],
             _ => &[],
         };
@@ -934,6 +974,110 @@ async fn sighup_applies_a_new_sample_ratio() {
     ids.sort();
     expected.sort();
     assert_eq!(ids, expected, "nothing at ratio 0, everything at ratio 1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stdio_server_traces_calls_as_pipe_and_serves_metrics_on_its_own_listener() {
+    use rmcp::ClientServiceExt;
+    use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+    use rmcp::transport::TokioChildProcess;
+    use tokio::io::AsyncBufReadExt;
+
+    let receiver = Receiver::start().await;
+    let database = stamped_database(Environment::Test).await;
+    let root = daemon::config_root();
+    let mut command = tokio::process::Command::new(daemon::BIN);
+    command
+        .env_clear()
+        .env("DATABASE_URL", &database.url)
+        .env("LOG_FORMAT", "json")
+        .env("COGMEM__TELEMETRY__TRACES__ENDPOINT", &receiver.url)
+        .env("COGMEM__TELEMETRY__METRICS__BIND", "127.0.0.1:0")
+        .args(["--env", "test", "--config-root"])
+        .arg(root.path())
+        .args(["serve", "--transport", "stdio"]);
+    let (transport, stderr) = TokioChildProcess::builder(command)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let lines = log.clone();
+    let mut stderr = tokio::io::BufReader::new(stderr.unwrap()).lines();
+    let logs = tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let mut log = lines.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let client =
+        ().serve_with_lifecycle(transport, daemon::lifecycle(&ProtocolVersion::V_2026_07_28))
+            .await
+            .unwrap();
+    let stored = client
+        .call_tool(
+            CallToolRequestParams::new("store_raw_dialogue")
+                .with_arguments(store(CANARY_CONTENT).as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(stored.is_error, Some(true));
+
+    // No main listener over stdio: metrics are on their own.
+    let started = Instant::now();
+    let address = loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(rest) = text.split("metrics at http://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no metrics address logged:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, text) = scrape(
+        &reqwest::Client::new(),
+        &format!("http://{address}/metrics"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&text);
+    assert_eq!(
+        value(
+            &samples,
+            "cogmem_mcp_calls_total",
+            &[
+                ("gen_ai_tool_name", "store_raw_dialogue"),
+                ("outcome", "ok")
+            ]
+        ),
+        1.0
+    );
+
+    // Closing stdin ends the server, which exports what is queued.
+    client.cancel().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), logs)
+        .await
+        .expect("the server exits after stdin closes")
+        .unwrap();
+    let spans = receiver.spans();
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32 && s.name == "tools/call store_raw_dialogue")
+        .unwrap_or_else(|| panic!("no SERVER span: {spans:?}"));
+    assert_eq!(
+        attribute(server, "network.transport").as_deref(),
+        Some("pipe")
+    );
+    let children: Vec<&str> = spans
+        .iter()
+        .filter(|c| c.parent_span_id == server.span_id)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(children, ["INSERT l0_raw"]);
+    assert_no_canary(&receiver);
 }
 
 /// Waits until `needle` appeared in `times` lines of the daemon's log.

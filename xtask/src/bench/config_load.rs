@@ -37,7 +37,7 @@ pub fn measure(repo: &Path, warmup: usize, samples: usize) -> Result<Vec<Duratio
     )?;
     write_private(
         &root.join("creds/database-url"),
-        "postgres://mcp_user:Zk2f9sQ4pLm8Rt@db.internal:5432/cognitive_memory?sslmode=verify-full\n",
+        "postgres://mcp_user:Zk2f9sQ4pLm8Rt7vWx3nBq@db.internal:5432/cognitive_memory?sslmode=verify-full\n",
     )?;
     write_private(
         &root.join("creds/mcp-auth-token"),

@@ -8,6 +8,9 @@ use sqlx::PgPool;
 pub fn config(url: &str, connect_wait_secs: u64) -> DatabaseConfig {
     DatabaseConfig {
         url: SecretString::from(url.to_owned()),
+        migration_url: None,
+        prepared_statements: true,
+        ssl_root_cert: None,
         pool: PoolConfig {
             min_connections: 0,
             max_connections: 4,
@@ -15,6 +18,7 @@ pub fn config(url: &str, connect_wait_secs: u64) -> DatabaseConfig {
         acquire_timeout_secs: 10,
         connect_wait_secs,
         require_tls: true,
+        tls_verify: true,
         auto_migrate: false,
     }
 }

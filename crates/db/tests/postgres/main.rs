@@ -7,3 +7,4 @@ mod fingerprint;
 mod migrations;
 mod provision;
 mod stamp;
+mod tls;

@@ -1,10 +1,10 @@
-//! Per-client request rate limit: a token bucket per client IP address.
+//! Rate limits: a token bucket per key (a client address for failed authentication attempts,
+//! a principal for authenticated requests).
 //!
-//! A client may burst up to the per-minute allowance and then continues at the per-minute rate.
-//! Behind a reverse proxy every client shares the proxy's address; limit there instead.
+//! A key may burst up to the per-minute allowance and then continues at the per-minute rate.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 const PRUNE_ABOVE: usize = 10_000;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K> {
     per_minute: AtomicU32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +24,7 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(per_minute: u32) -> Self {
         Self {
             per_minute: AtomicU32::new(per_minute),
@@ -42,11 +42,11 @@ impl RateLimiter {
     }
 
     /// Takes one request from `client`'s allowance, or says how long until one is available.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+    pub fn check(&self, client: K) -> Result<(), Duration> {
         self.check_at(client, Instant::now())
     }
 
-    fn check_at(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    fn check_at(&self, client: K, now: Instant) -> Result<(), Duration> {
         let capacity = f64::from(self.per_minute().max(1));
         let per_second = capacity / 60.0;
         let mut buckets = self
@@ -82,6 +82,7 @@ fn refill(bucket: &mut Bucket, now: Instant, per_second: f64, capacity: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
     const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));

@@ -15,6 +15,7 @@
 //! only (see [`MemoryError`]).
 
 mod params;
+mod search;
 mod store;
 
 use std::borrow::Cow;
@@ -25,6 +26,7 @@ pub use params::{
     SearchResults, SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus,
     StoredInsight, StoredTurn, Turn,
 };
+pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).

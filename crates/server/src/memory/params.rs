@@ -232,9 +232,17 @@ pub struct Hit {
     /// Up to two fragments of the content around the matches, joined by ` ... `, with the
     /// matched words marked `**like this**`.
     pub snippet: String,
-    /// Relevance (PostgreSQL `ts_rank_cd` over match density, with document length normalised
-    /// logarithmically, mapped into 0..1): higher is better; comparable across layers.
+    /// What the hits are ordered by, from 0 to 1, comparable across layers: `relevance`,
+    /// lightly boosted by recency (and, for insights, importance), mapped as s / (s + 1).
     pub score: f64,
+    /// How well the content matches the query (PostgreSQL `ts_rank_cd`: matches of exact words
+    /// weigh 1, of English stems 0.4, of German stems 0.2; query words close together count
+    /// more).
+    pub relevance: f64,
+    /// The query's words found in the content exactly as written (lower-cased).
+    pub matched_words: Vec<String>,
+    /// Words found only in another form: the stem and its language, `collect (english)`.
+    pub matched_forms: Vec<String>,
     /// When the item was stored: RFC 3339, UTC.
     pub created_at: String,
     /// The conversation, for raw turns; `null` for insights.

@@ -2,18 +2,20 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::params::{ForgetTarget, resolve_limit};
+use super::search::SearchSettings;
 use super::{
-    Forget, ForgetReport, GetSession, Hit, Insight, ItemLayer, ItemRef, Layer, MemoryError,
-    MemoryLimits, SearchMemory, SearchResults, SessionPage, Speaker, StoreInsight,
-    StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn, Turn,
+    Forget, ForgetReport, GetSession, Insight, ItemLayer, ItemRef, MemoryError, MemoryLimits,
+    SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn,
+    Turn,
 };
-use crate::telemetry::statement;
+use crate::telemetry::{connection, statement};
 
 /// A timestamp column as RFC 3339 text in UTC with microseconds (sqlx has no time types here).
 macro_rules! rfc3339 {
@@ -25,146 +27,6 @@ macro_rules! rfc3339 {
         )
     };
 }
-
-/// `ts_rank_cd` normalisation: 1 divides by 1 + log(document length), so long turns do not win
-/// by length alone; 32 maps the rank into 0..1 as rank / (rank + 1).
-macro_rules! rank {
-    ($tsv:literal) => {
-        concat!("ts_rank_cd(", $tsv, ", q.q, 33)::float8")
-    };
-}
-
-/// The search query, parsed once for ranking and headlines, also in a generic plan.
-macro_rules! query_cte {
-    () => {
-        "WITH q AS MATERIALIZED (
-            SELECT websearch_to_tsquery('simple', $1) AS q
-         ) "
-    };
-}
-
-/// The condition of a match, after `content_tsv @@`. The query is written out (not `q.q`) so
-/// that in a custom plan it is a constant whose selectivity the planner can estimate from the
-/// column statistics: with a session filter, that decides between the GIN index (rare words)
-/// and the session's rows (frequent words). `querytree` is `T` for a query without any indexable
-/// (positive) word, such as `-word` alone, which would read the whole index: as a condition
-/// without columns it is checked once, before any scan, and the scan is skipped; then
-/// [`MemoryStore::search`] explains why nothing was found.
-macro_rules! is_match {
-    () => {
-        "websearch_to_tsquery('simple', $1)
-                  AND querytree(websearch_to_tsquery('simple', $1)) <> 'T'"
-    };
-}
-
-/// How many of the newest matches of each layer a search ranks. Ranking needs each match's row,
-/// and for a frequent word fetching every match costs far more than the ranking itself (a word in
-/// 2% of a million turns: ~120 ms). The newest matches come from walking the primary key
-/// backwards (or the session index), which stops after this many: ~10 ms for such a word. Rare
-/// words have fewer matches than this, so all of them are ranked; a frequent word ranks among its
-/// recent uses, which suits a conversation memory. Narrow queries (more words, a phrase, a
-/// session) reach older items.
-macro_rules! rank_window {
-    () => {
-        "200"
-    };
-}
-
-/// The best `$2` of the newest matching raw turns, ranked without touching their content;
-/// `$filter` may add a session condition on `$3`.
-macro_rules! raw_ranked {
-    ($filter:literal) => {
-        concat!(
-            "raw AS (
-                SELECT 'raw'::text AS layer, c.id, ",
-            rank!("c.content_tsv"),
-            " AS score, c.created_at
-                FROM q CROSS JOIN (
-                    SELECT r.id, r.content_tsv, r.created_at FROM l0_raw r
-                    WHERE r.content_tsv @@ ",
-            is_match!(),
-            " ",
-            $filter,
-            "
-                    ORDER BY r.id DESC
-                    LIMIT ",
-            rank_window!(),
-            "
-                ) c
-                ORDER BY score DESC, c.created_at DESC, c.id DESC
-                LIMIT $2
-            )"
-        )
-    };
-}
-
-/// The best `$2` of the newest matching insights, ranked without touching their content.
-macro_rules! insights_ranked {
-    () => {
-        concat!(
-            "ins AS (
-                SELECT 'insight'::text AS layer, c.id, ",
-            rank!("c.content_tsv"),
-            " AS score, c.created_at
-                FROM q CROSS JOIN (
-                    SELECT i.id, i.content_tsv, i.created_at FROM l2_insights i
-                    WHERE i.content_tsv @@ ",
-            is_match!(),
-            "
-                    ORDER BY i.id DESC
-                    LIMIT ",
-            rank_window!(),
-            "
-                ) c
-                ORDER BY score DESC, c.created_at DESC, c.id DESC
-                LIMIT $2
-            )"
-        )
-    };
-}
-
-/// Headlines for the top `$2` of the ranked rows in `$sources` only (`ts_headline` re-parses
-/// the whole content, so it must not run for every match). Ties: newest first.
-macro_rules! search_sql {
-    ($($cte:expr),+ ; $sources:literal) => {
-        concat!(
-            query_cte!(),
-            $(", ", $cte,)+
-            ", top AS (",
-            $sources,
-            " ORDER BY score DESC, created_at DESC, layer DESC, id DESC LIMIT $2
-            )
-            SELECT t.layer, t.id,
-                   ts_headline('simple', coalesce(r.content, i.content), q.q,
-                               'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=**, StopSel=**') AS snippet,
-                   t.score, ",
-            rfc3339!("t.created_at"),
-            " AS created_at, r.session_id
-            FROM top t
-            CROSS JOIN q
-            LEFT JOIN l0_raw r ON t.layer = 'raw' AND r.id = t.id
-            LEFT JOIN l2_insights i ON t.layer = 'insight' AND i.id = t.id
-            ORDER BY t.score DESC, t.created_at DESC, t.layer DESC, t.id DESC"
-        )
-    };
-}
-
-const SEARCH_RAW: &str = search_sql!(raw_ranked!(""); "SELECT * FROM raw");
-const SEARCH_RAW_SESSION: &str =
-    search_sql!(raw_ranked!("AND r.session_id = $3"); "SELECT * FROM raw");
-const SEARCH_INSIGHTS: &str = search_sql!(insights_ranked!(); "SELECT * FROM ins");
-const SEARCH_ALL: &str = search_sql!(
-    raw_ranked!(""), insights_ranked!();
-    "SELECT * FROM raw UNION ALL SELECT * FROM ins"
-);
-const SEARCH_ALL_SESSION: &str = search_sql!(
-    raw_ranked!("AND r.session_id = $3"), insights_ranked!();
-    "SELECT * FROM raw UNION ALL SELECT * FROM ins"
-);
-
-/// Why a search found nothing: an empty query (no words at all) or one with only excluded words.
-const QUERY_SHAPE: &str = "SELECT numnode(q) = 0 AS empty, querytree(q) = 'T' AS unindexable
-     FROM websearch_to_tsquery('simple', $1) AS q";
 
 const INSERT_RAW: &str = concat!(
     "INSERT INTO l0_raw (session_id, speaker, content, metadata)
@@ -269,6 +131,9 @@ const RECENT_INSIGHTS: &str = concat!(
 pub struct MemoryStore {
     pool: PgPool,
     limits: MemoryLimits,
+    search: Arc<SearchSettings>,
+    /// `database.prepared_statements`: false behind a pooler in transaction mode.
+    named_statements: bool,
 }
 
 /// Shows the limits and pool occupancy, never connection options (they hold the password).
@@ -276,6 +141,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("limits", &self.limits)
+            .field("search", &self.search)
             .field("pool_size", &self.pool.size())
             .field("pool_idle", &self.pool.num_idle())
             .finish_non_exhaustive()
@@ -283,8 +149,49 @@ impl fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
+    /// A store with the default search settings ([`SearchSettings::default`]).
     pub fn new(pool: PgPool, limits: MemoryLimits) -> Self {
-        MemoryStore { pool, limits }
+        MemoryStore {
+            pool,
+            limits,
+            search: Arc::new(SearchSettings::default()),
+            named_statements: true,
+        }
+    }
+
+    /// The same store, ranking searches by `settings`.
+    pub fn with_search_settings(mut self, settings: SearchSettings) -> Self {
+        self.search = Arc::new(settings);
+        self
+    }
+
+    pub fn search_settings(&self) -> &SearchSettings {
+        &self.search
+    }
+
+    /// Whether statements are named (cached per connection); see [`Self::with_prepared_statements`].
+    pub(crate) fn named_statements(&self) -> bool {
+        self.named_statements
+    }
+
+    /// A connection for one operation. With unnamed statements (behind a pooler in transaction
+    /// mode) it holds a transaction: sqlx sends Parse/Describe and Bind/Execute as two
+    /// exchanges, each ending in Sync, and between them PgBouncer would hand the server
+    /// connection — and its unnamed statement — to another client. An open transaction keeps
+    /// it. With named statements a plain pooled connection suffices.
+    pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
+        Ok(if self.named_statements {
+            Lease::Pooled(connection(self.pool.acquire()).await?)
+        } else {
+            Lease::Transaction(statement("BEGIN", connection(self.pool.begin())).await?)
+        })
+    }
+
+    /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
+    /// (`database.prepared_statements`); with `true` (the default) each connection caches them.
+    pub fn with_prepared_statements(mut self, named: bool) -> Self {
+        self.named_statements = named;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -298,6 +205,7 @@ impl MemoryStore {
     /// Store one dialogue turn (one statement, committed on return).
     pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
+        let mut lease = self.lease().await?;
         let row = statement(
             "INSERT l0_raw",
             sqlx::query(INSERT_RAW)
@@ -305,9 +213,11 @@ impl MemoryStore {
                 .bind(p.speaker.as_str())
                 .bind(&p.content)
                 .bind(metadata)
-                .fetch_one(&self.pool),
+                .persistent(self.named_statements)
+                .fetch_one(lease.conn()),
         )
         .await?;
+        lease.done().await?;
         Ok(StoredTurn {
             id: row.try_get("id")?,
             session_id: row.try_get("session_id")?,
@@ -320,12 +230,13 @@ impl MemoryStore {
     /// [`MemoryError::UnknownSources`] and nothing is stored.
     pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = statement("BEGIN", self.pool.begin()).await?;
+        let mut tx = statement("BEGIN", connection(self.pool.begin())).await?;
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = statement(
                 "SELECT l0_raw sources",
                 sqlx::query_scalar(MISSING_SOURCES)
                     .bind(&insight.source_ids)
+                    .persistent(self.named_statements)
                     .fetch_all(&mut *tx),
             )
             .await?;
@@ -341,6 +252,7 @@ impl MemoryStore {
                 .bind(&insight.source_ids)
                 .bind(&insight.tags)
                 .bind(insight.importance)
+                .persistent(self.named_statements)
                 .fetch_one(&mut *tx),
         )
         .await?;
@@ -352,61 +264,6 @@ impl MemoryStore {
         Ok(stored)
     }
 
-    /// Full-text search (PostgreSQL `websearch_to_tsquery` with the `simple` configuration, over
-    /// the GIN-indexed `content_tsv` columns), best first; ties newest first.
-    ///
-    /// Each layer ranks its newest matches (at most the rank window, 200; see `rank_window!`)
-    /// and keeps its best `limit`; with layer `all` the two lists
-    /// are merged by score and cut to `limit`. Snippets are computed for those rows only.
-    /// With `session_id`, raw turns are filtered to that session; insights are not (see
-    /// [`SearchMemory`]). A query without any word (only punctuation) finds nothing; one with
-    /// only excluded words (`-word`) is [`MemoryError::Invalid`].
-    pub async fn search(&self, p: SearchMemory) -> Result<SearchResults, MemoryError> {
-        let (layer, limit) = p.validate(&self.limits)?;
-        let sql = match (layer, p.session_id.is_some()) {
-            (Layer::Raw, false) => SEARCH_RAW,
-            (Layer::Raw, true) => SEARCH_RAW_SESSION,
-            (Layer::Insights, _) => SEARCH_INSIGHTS,
-            (Layer::All, false) => SEARCH_ALL,
-            (Layer::All, true) => SEARCH_ALL_SESSION,
-        };
-        // Planned for these values each time (an unnamed statement): whether walking the newest
-        // rows (or the session's) or reading the word's index entries is cheaper depends on how
-        // frequent the words are; a generic plan would pick one way for every query.
-        let mut query = sqlx::query(sql)
-            .bind(&p.query)
-            .bind(i64::from(limit))
-            .persistent(false);
-        if let Some(session_id) = &p.session_id {
-            query = query.bind(session_id);
-        }
-        let rows = statement("SELECT search", query.fetch_all(&self.pool)).await?;
-        if rows.is_empty() {
-            self.explain_no_hits(&p.query).await?;
-        }
-        let hits = rows.iter().map(hit).collect::<Result<_, sqlx::Error>>()?;
-        Ok(SearchResults { hits })
-    }
-
-    /// After a search without hits: an error if the query could never match.
-    async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
-        let row = statement(
-            "SELECT query_shape",
-            sqlx::query(QUERY_SHAPE).bind(query).fetch_one(&self.pool),
-        )
-        .await?;
-        let empty: bool = row.try_get("empty")?;
-        let unindexable: bool = row.try_get("unindexable")?;
-        if !empty && unindexable {
-            return Err(MemoryError::invalid(
-                "query",
-                "needs at least one word that is not excluded: a query of only -word terms \
-                 would match almost everything",
-            ));
-        }
-        Ok(())
-    }
-
     /// One page of a session's turns in chronological order: the newest `limit` turns with an
     /// id below `before_id` (or overall). `next_before_id` is the smallest id returned when
     /// older turns exist. An unknown session yields an empty page.
@@ -414,15 +271,18 @@ impl MemoryStore {
         let limit = usize::try_from(p.validate(&self.limits)?).unwrap_or(usize::MAX);
         let before_id = p.before_id.unwrap_or(i64::MAX);
         // One more than asked for tells whether older turns exist.
+        let mut lease = self.lease().await?;
         let rows = statement(
             "SELECT l0_raw session",
             sqlx::query(SESSION_PAGE)
                 .bind(&p.session_id)
                 .bind(before_id)
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-                .fetch_all(&self.pool),
+                .persistent(self.named_statements)
+                .fetch_all(lease.conn()),
         )
         .await?;
+        lease.done().await?;
         let more = rows.len() > limit;
         let mut turns = rows
             .iter()
@@ -447,7 +307,7 @@ impl MemoryStore {
     /// [`Forget`] for exactly what is erased and what is kept.
     pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = statement("BEGIN", self.pool.begin()).await?;
+        let mut tx = statement("BEGIN", connection(self.pool.begin())).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {
@@ -455,6 +315,7 @@ impl MemoryStore {
                     "DELETE l0_raw session",
                     sqlx::query_scalar(DELETE_SESSION)
                         .bind(session_id)
+                        .persistent(self.named_statements)
                         .fetch_all(&mut *tx),
                 )
                 .await?;
@@ -477,6 +338,7 @@ impl MemoryStore {
                         "DELETE l2_insights",
                         sqlx::query_scalar(DELETE_INSIGHTS)
                             .bind(&insight_ids)
+                            .persistent(self.named_statements)
                             .fetch_all(&mut *tx),
                     )
                     .await?
@@ -488,6 +350,7 @@ impl MemoryStore {
                         "DELETE l0_raw",
                         sqlx::query_scalar(DELETE_RAW)
                             .bind(&raw_ids)
+                            .persistent(self.named_statements)
                             .fetch_all(&mut *tx),
                     )
                     .await?
@@ -512,6 +375,7 @@ impl MemoryStore {
                 "UPDATE l2_insights unlink",
                 sqlx::query_scalar(UNLINK)
                     .bind(&raw_deleted)
+                    .persistent(self.named_statements)
                     .fetch_all(&mut *tx),
             )
             .await?
@@ -531,17 +395,27 @@ impl MemoryStore {
     /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
     /// for a status tool, too heavy for a liveness probe.
     pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
-        let row = statement("SELECT status", sqlx::query(STATUS).fetch_one(&self.pool)).await?;
+        let mut lease = self.lease().await?;
+        let row = statement(
+            "SELECT status",
+            sqlx::query(STATUS)
+                .persistent(self.named_statements)
+                .fetch_one(lease.conn()),
+        )
+        .await?;
         let has_history: bool = row.try_get("has_history")?;
         let schema_version = if has_history {
             statement(
                 "SELECT refinery_schema_history",
-                sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION).fetch_one(&self.pool),
+                sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
+                    .persistent(self.named_statements)
+                    .fetch_one(lease.conn()),
             )
             .await?
         } else {
             None
         };
+        lease.done().await?;
         let raw_turns: i64 = row.try_get("raw_turns")?;
         let insights: i64 = row.try_get("insights")?;
         Ok(StoreStatus {
@@ -556,13 +430,16 @@ impl MemoryStore {
     /// configured maximum.
     pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
         let limit = resolve_limit(Some(limit), &self.limits)?;
+        let mut lease = self.lease().await?;
         let rows = statement(
             "SELECT l2_insights recent",
             sqlx::query(RECENT_INSIGHTS)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool),
+                .persistent(self.named_statements)
+                .fetch_all(lease.conn()),
         )
         .await?;
+        lease.done().await?;
         Ok(rows
             .iter()
             .map(insight)
@@ -572,23 +449,6 @@ impl MemoryStore {
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
-}
-
-fn hit(row: &PgRow) -> Result<Hit, sqlx::Error> {
-    let layer: String = row.try_get("layer")?;
-    let layer = match layer.as_str() {
-        "raw" => ItemLayer::Raw,
-        "insight" => ItemLayer::Insight,
-        _ => return Err(decode_error("unexpected layer in a search result")),
-    };
-    Ok(Hit {
-        layer,
-        id: row.try_get("id")?,
-        snippet: row.try_get("snippet")?,
-        score: row.try_get("score")?,
-        created_at: row.try_get("created_at")?,
-        session_id: row.try_get("session_id")?,
-    })
 }
 
 fn turn(row: &PgRow) -> Result<Turn, sqlx::Error> {
@@ -619,4 +479,27 @@ fn insight(row: &PgRow) -> Result<Insight, sqlx::Error> {
 
 fn decode_error(what: &'static str) -> sqlx::Error {
     sqlx::Error::Decode(what.into())
+}
+
+/// See [`MemoryStore::lease`].
+pub(super) enum Lease {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Lease {
+    pub(super) fn conn(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Lease::Pooled(conn) => conn,
+            Lease::Transaction(tx) => tx,
+        }
+    }
+
+    /// Commits the transaction, if any; a single statement's work is then durable.
+    pub(super) async fn done(self) -> Result<(), sqlx::Error> {
+        match self {
+            Lease::Pooled(_) => Ok(()),
+            Lease::Transaction(tx) => statement("COMMIT", tx.commit()).await,
+        }
+    }
 }

@@ -38,10 +38,9 @@ pub const HTTP_RESPONSES: &str = "http_server_responses_total";
 pub const POOL_SIZE: &str = "cogmem_db_pool_connections";
 pub const POOL_IDLE: &str = "cogmem_db_pool_idle_connections";
 pub const POOL_MAX: &str = "cogmem_db_pool_max_connections";
-/// Database statements running or waiting for a connection.
+/// Database statements running (a transaction's `BEGIN` includes waiting for its connection).
 pub const STATEMENTS_IN_FLIGHT: &str = "cogmem_db_statements_in_flight";
-/// Statements waiting for a connection (in flight beyond the connections in use; an estimate,
-/// since sqlx does not expose its wait queue).
+/// Operations waiting for a connection from the pool (counted around every acquire).
 pub const POOL_WAITERS: &str = "cogmem_db_pool_waiters";
 /// 1 when the check (`database`, `stamp`, `schema`) passed at the last health round, else 0.
 pub const HEALTH_CHECK: &str = "cogmem_health_check_ok";
@@ -64,6 +63,7 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static STATEMENTS: AtomicI64 = AtomicI64::new(0);
+static WAITING: AtomicI64 = AtomicI64::new(0);
 
 /// Installs the process-wide recorder (once; a second daemon in the same process shares it) and
 /// records the build info.
@@ -96,13 +96,10 @@ fn describe() {
     describe_gauge!(POOL_SIZE, "Open database connections");
     describe_gauge!(POOL_IDLE, "Idle database connections");
     describe_gauge!(POOL_MAX, "Configured maximum of database connections");
-    describe_gauge!(
-        STATEMENTS_IN_FLIGHT,
-        "Database statements running or waiting for a connection"
-    );
+    describe_gauge!(STATEMENTS_IN_FLIGHT, "Database statements running");
     describe_gauge!(
         POOL_WAITERS,
-        "Statements waiting for a database connection (estimate)"
+        "Operations waiting for a database connection from the pool"
     );
     describe_gauge!(
         HEALTH_CHECK,
@@ -176,14 +173,24 @@ pub fn record_call(
 
 /// Counts a statement as in flight while `future` runs.
 pub async fn count_statement<F: std::future::Future>(future: F) -> F::Output {
-    struct InFlight;
-    impl Drop for InFlight {
+    counted(&STATEMENTS, future).await
+}
+
+/// Counts a wait for a pool connection while `future` runs.
+pub async fn count_wait<F: std::future::Future>(future: F) -> F::Output {
+    counted(&WAITING, future).await
+}
+
+/// `gauge` is one higher while `future` runs (also when it is dropped unfinished).
+async fn counted<F: std::future::Future>(gauge: &'static AtomicI64, future: F) -> F::Output {
+    struct Running(&'static AtomicI64);
+    impl Drop for Running {
         fn drop(&mut self) {
-            STATEMENTS.fetch_sub(1, Ordering::Relaxed);
+            self.0.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    STATEMENTS.fetch_add(1, Ordering::Relaxed);
-    let _in_flight = InFlight;
+    gauge.fetch_add(1, Ordering::Relaxed);
+    let _running = Running(gauge);
     future.await
 }
 
@@ -240,9 +247,8 @@ pub fn render(handle: &PrometheusHandle, app: &AppState) -> String {
     metrics::gauge!(POOL_SIZE).set(size);
     metrics::gauge!(POOL_IDLE).set(idle);
     metrics::gauge!(POOL_MAX).set(f64::from(pool.options().get_max_connections()));
-    let in_flight = STATEMENTS.load(Ordering::Relaxed).max(0) as f64;
-    metrics::gauge!(STATEMENTS_IN_FLIGHT).set(in_flight);
-    metrics::gauge!(POOL_WAITERS).set((in_flight - (size - idle)).max(0.0));
+    metrics::gauge!(STATEMENTS_IN_FLIGHT).set(STATEMENTS.load(Ordering::Relaxed).max(0) as f64);
+    metrics::gauge!(POOL_WAITERS).set(WAITING.load(Ordering::Relaxed).max(0) as f64);
     let readiness = app.health.readiness();
     for (check, state) in [
         ("database", &readiness.database),

@@ -49,6 +49,11 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub watchdog_usec: Option<u64>,
+    /// A command the binary runs under (such as `prlimit --nofile=1024:1024 --`).
+    pub wrapper: Vec<String>,
+    /// `.env.<environment>` written (mode 0600) before the start; the secrets then come from it
+    /// alone, so that a reload re-reads them (no `DATABASE_URL`/`MCP_AUTH_TOKEN` variables).
+    pub env_file: Option<String>,
 }
 
 impl Launch {
@@ -60,7 +65,15 @@ impl Launch {
             args: vec!["serve".into(), "--bind".into(), "127.0.0.1:0".into()],
             env: vec![("MCP_AUTH_TOKEN".into(), TOKEN.into())],
             watchdog_usec: None,
+            wrapper: Vec::new(),
+            env_file: None,
         }
+    }
+
+    /// Runs the binary under `wrapper` (its arguments, then the binary and its own).
+    pub fn under(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|part| (*part).to_owned()).collect();
+        self
     }
 
     pub fn env(mut self, name: &str, value: &str) -> Self {
@@ -80,13 +93,30 @@ impl Launch {
         notify
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let mut command = Command::new(BIN);
+        let mut command = match self.wrapper.split_first() {
+            None => Command::new(BIN),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BIN);
+                command
+            }
+        };
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("NOTIFY_SOCKET", &socket_path)
-            .env("DATABASE_URL", &self.database_url)
-            .env("LOG_FORMAT", "json")
+            .env("LOG_FORMAT", "json");
+        if let Some(content) = &self.env_file {
+            write_private(
+                &root
+                    .path()
+                    .join(format!(".env.{}", self.environment.as_str())),
+                content,
+            );
+        } else {
+            command.env("DATABASE_URL", &self.database_url);
+        }
+        command
             .arg("--env")
             .arg(self.environment.as_str())
             .arg("--config-root")
@@ -99,7 +129,9 @@ impl Launch {
             command.env("WATCHDOG_USEC", usec.to_string());
         }
         for (name, value) in &self.env {
-            command.env(name, value);
+            if self.env_file.is_none() || !matches!(name.as_str(), "MCP_AUTH_TOKEN") {
+                command.env(name, value);
+            }
         }
         let mut child = command.spawn().unwrap();
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -140,22 +172,13 @@ impl Daemon {
         self.root.path().to_path_buf()
     }
 
-    /// Writes `.env.<environment>` (mode 0600) in the configuration root.
+    /// Writes `.env.<environment>` (mode 0600) in the configuration root, atomically.
     pub fn write_env_file(&self, content: &str) {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self
             .root
             .path()
             .join(format!(".env.{}", self.environment.as_str()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .unwrap();
-        file.write_all(content.as_bytes()).unwrap();
+        write_private(&path, content);
     }
 
     /// Reads datagrams until one satisfies `predicate` or `timeout` passes.
@@ -236,6 +259,23 @@ impl Daemon {
     pub fn saw(&self, line: &str) -> bool {
         self.messages.iter().any(|m| m.lines().any(|l| l == line))
     }
+}
+
+/// Writes `content` to `path` with mode 0600 through a renamed temporary file.
+pub fn write_private(path: &Path, content: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp-write");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .unwrap();
+    file.write_all(content.as_bytes()).unwrap();
+    file.sync_all().unwrap();
+    std::fs::rename(temporary, path).unwrap();
 }
 
 impl Drop for Daemon {

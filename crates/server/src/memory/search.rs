@@ -1,0 +1,308 @@
+//! `search_memory`: relevance ranking over every memory.
+//!
+//! Each layer yields its best `limit` hits by `score` (see `sql/raw_best.sql`): `ts_rank_cd`
+//! over `search_tsv` (exact words, English and German stems, weighted so exact words and
+//! phrases rank first), lightly boosted by recency and, for insights, importance. The two
+//! layers are merged on that one scale and cut to `limit`; snippets and the matched words are
+//! computed for those hits only (`sql/hit_details.sql`).
+//!
+//! Every match is ranked (the GIN index finds them, each match's row is read): the same
+//! statements on stock PostgreSQL as managed services offer it, no extension needed. Why not
+//! the RUM extension's ordered index scans: RUM orders by a score of its own, which is not in
+//! the order of `ts_rank_cd` (see docs/benchmarks.md, search), so its results would differ
+//! from a database without it; and it ranks every match inside the index too.
+
+use std::cmp::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::store::MemoryStore;
+use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
+use crate::telemetry;
+
+const RAW_BEST: &str = include_str!("sql/raw_best.sql");
+const INSIGHTS_BEST: &str = include_str!("sql/insights_best.sql");
+const HIT_DETAILS: &str = include_str!("sql/hit_details.sql");
+const QUERY_SHAPE: &str = include_str!("sql/query_shape.sql");
+
+/// Languages whose word forms `search_tsv` stores (migration V2); `memory.search.languages`
+/// chooses among them.
+pub const SEARCH_LANGUAGES: &[&str] = &["english", "german"];
+
+/// How search ranks (from `memory.search`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchSettings {
+    /// Of [`SEARCH_LANGUAGES`], the languages whose word forms a query also matches.
+    pub languages: Vec<String>,
+    /// Recency boost: a memory stored now scores up to `1 + recency_weight` times its
+    /// relevance, one `recency_half_life_days` old `1 + recency_weight / 2`. 0 makes recency a
+    /// tie-breaker only.
+    pub recency_weight: f64,
+    /// Half-life of the recency boost, in days.
+    pub recency_half_life_days: f64,
+    /// How much an insight's importance (0..1) weighs: its score is multiplied by
+    /// `1 + importance_weight × (importance − 0.5)`.
+    pub importance_weight: f64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            languages: SEARCH_LANGUAGES.iter().map(|&l| l.to_owned()).collect(),
+            recency_weight: 0.1,
+            recency_half_life_days: 30.0,
+            importance_weight: 0.2,
+        }
+    }
+}
+
+impl SearchSettings {
+    /// The settings configured in `memory.search` (validated by the configuration).
+    pub fn from_config(cfg: &crate::config::SearchConfig) -> Self {
+        SearchSettings {
+            languages: cfg.languages.clone(),
+            recency_weight: cfg.recency_weight,
+            recency_half_life_days: cfg.recency_half_life_days,
+            importance_weight: cfg.importance_weight,
+        }
+    }
+
+    fn half_life_secs(&self) -> f64 {
+        self.recency_half_life_days * 86_400.0
+    }
+}
+
+/// How searches rank, as `memory_status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct SearchStatus {
+    /// Languages whose word forms queries match besides the exact words.
+    pub languages: Vec<String>,
+    /// The recency boost (`memory.search.recency_weight`); 0: recency breaks ties only.
+    pub recency_weight: f64,
+    /// Its half-life in days.
+    pub recency_half_life_days: f64,
+    /// How much an insight's importance weighs (`memory.search.importance_weight`).
+    pub importance_weight: f64,
+}
+
+/// The parameter a ranking statement takes after the five common ones (`$6`; `$7` is the
+/// instant the recency boost is computed for).
+#[derive(Debug, Clone, Copy)]
+enum Extra<'a> {
+    /// raw_best.sql: the session filter, or none.
+    Session(Option<&'a str>),
+    /// insights_best.sql: `importance_weight`.
+    ImportanceWeight,
+}
+
+/// One ranked candidate of one layer.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    layer: ItemLayer,
+    id: i64,
+    /// Seconds since the epoch (ties: newest first).
+    created: f64,
+    relevance: f64,
+    score: f64,
+}
+
+/// Best first: score, then newest, then raw before insight, then highest id.
+fn best_first(a: &Ranked, b: &Ranked) -> Ordering {
+    b.score
+        .total_cmp(&a.score)
+        .then(b.created.total_cmp(&a.created))
+        .then(layer_rank(b.layer).cmp(&layer_rank(a.layer)))
+        .then(b.id.cmp(&a.id))
+}
+
+fn layer_rank(layer: ItemLayer) -> u8 {
+    match layer {
+        ItemLayer::Insight => 0,
+        ItemLayer::Raw => 1,
+    }
+}
+
+impl MemoryStore {
+    /// How searches rank here (from the settings).
+    pub fn search_status(&self) -> SearchStatus {
+        let settings = self.search_settings();
+        SearchStatus {
+            languages: settings.languages.clone(),
+            recency_weight: settings.recency_weight,
+            recency_half_life_days: settings.recency_half_life_days,
+            importance_weight: settings.importance_weight,
+        }
+    }
+
+    /// Full-text search (web-search syntax), best first over every match; see the module
+    /// documentation. With `session_id`, raw turns are filtered to that session; insights are
+    /// not (see [`SearchMemory`]). A query without any word (only punctuation) finds nothing;
+    /// one with only excluded words (`-word`) is [`MemoryError::Invalid`].
+    pub async fn search(&self, p: SearchMemory) -> Result<SearchResults, MemoryError> {
+        let (layer, limit) = p.validate(self.limits())?;
+        let session = p.session_id.as_deref();
+        // One instant for the recency boost of both layers.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut ranked = Vec::new();
+        if layer != Layer::Insights {
+            ranked.extend(
+                self.best_of_layer(ItemLayer::Raw, &p.query, session, limit, now)
+                    .await?,
+            );
+        }
+        if layer != Layer::Raw {
+            ranked.extend(
+                self.best_of_layer(ItemLayer::Insight, &p.query, None, limit, now)
+                    .await?,
+            );
+        }
+        ranked.sort_by(best_first);
+        ranked.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        if ranked.is_empty() {
+            self.explain_no_hits(&p.query).await?;
+            return Ok(SearchResults { hits: Vec::new() });
+        }
+        let hits = self.hit_details(&p.query, &ranked).await?;
+        Ok(SearchResults { hits })
+    }
+
+    /// The best `limit` of one layer: every match ranked ([`RAW_BEST`], [`INSIGHTS_BEST`]).
+    async fn best_of_layer(
+        &self,
+        layer: ItemLayer,
+        query: &str,
+        session: Option<&str>,
+        limit: u32,
+        now: f64,
+    ) -> Result<Vec<Ranked>, MemoryError> {
+        let (sql, extra) = match layer {
+            ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
+            ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
+        };
+        self.ranked_rows(sql, layer, query, limit, extra, now).await
+    }
+
+    async fn ranked_rows(
+        &self,
+        sql: &'static str,
+        layer: ItemLayer,
+        query: &str,
+        count: u32,
+        extra: Extra<'_>,
+        now: f64,
+    ) -> Result<Vec<Ranked>, MemoryError> {
+        let settings = self.search_settings();
+        // Planned for these values each time (an unnamed statement): see the planner notes.
+        let statement = sqlx::query(sql)
+            .bind(query)
+            .bind(&settings.languages)
+            .bind(i64::from(count))
+            .bind(settings.recency_weight)
+            .bind(settings.half_life_secs())
+            .persistent(false);
+        let statement = match extra {
+            Extra::Session(session) => statement.bind(session),
+            Extra::ImportanceWeight => statement.bind(settings.importance_weight),
+        };
+        let statement = statement.bind(now);
+        let summary = match layer {
+            ItemLayer::Raw => "SELECT l0_raw ranked",
+            ItemLayer::Insight => "SELECT l2_insights ranked",
+        };
+        let mut lease = self.lease().await?;
+        let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
+        lease.done().await?;
+        rows.iter()
+            .map(|row| ranked(row, layer))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(MemoryError::from)
+    }
+
+    async fn hit_details(&self, query: &str, ranked: &[Ranked]) -> Result<Vec<Hit>, MemoryError> {
+        let layers: Vec<&str> = ranked
+            .iter()
+            .map(|r| match r.layer {
+                ItemLayer::Raw => "raw",
+                ItemLayer::Insight => "insight",
+            })
+            .collect();
+        let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
+        let mut lease = self.lease().await?;
+        let rows = telemetry::statement(
+            "SELECT hit_details",
+            sqlx::query(HIT_DETAILS)
+                .bind(&layers)
+                .bind(&ids)
+                .bind(query)
+                .bind(&self.search_settings().languages)
+                .persistent(self.named_statements())
+                .fetch_all(lease.conn()),
+        )
+        .await?;
+        lease.done().await?;
+        let mut hits = Vec::with_capacity(rows.len());
+        for (row, rank) in rows.iter().zip(ranked) {
+            let found: bool = row.try_get("found")?;
+            if !found {
+                continue;
+            }
+            hits.push(Hit {
+                layer: rank.layer,
+                id: rank.id,
+                snippet: row.try_get("snippet")?,
+                // rank / (rank + 1): into 0..1, the order unchanged.
+                score: rank.score / (rank.score + 1.0),
+                relevance: rank.relevance,
+                matched_words: row.try_get("matched_words")?,
+                matched_forms: row.try_get("matched_forms")?,
+                created_at: row.try_get("created_at")?,
+                session_id: row.try_get("session_id")?,
+            });
+        }
+        Ok(hits)
+    }
+
+    /// After a search without hits: an error if the query could never match.
+    async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
+        let mut lease = self.lease().await?;
+        let row = telemetry::statement(
+            "SELECT query_shape",
+            sqlx::query(QUERY_SHAPE)
+                .bind(query)
+                .bind(&self.search_settings().languages)
+                .persistent(self.named_statements())
+                .fetch_one(lease.conn()),
+        )
+        .await?;
+        lease.done().await?;
+        let empty: bool = row.try_get("empty")?;
+        let unindexable: bool = row.try_get("unindexable")?;
+        if !empty && unindexable {
+            return Err(MemoryError::invalid(
+                "query",
+                "needs at least one word that is not excluded: a query of only -word terms \
+                 would match almost everything",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Error> {
+    Ok(Ranked {
+        layer,
+        id: row.try_get("id")?,
+        created: row.try_get("created")?,
+        relevance: row.try_get("relevance")?,
+        score: row.try_get("score")?,
+    })
+}
+
+/// The tool description of `search_memory` (one source for what it says about ranking).
+pub const SEARCH_TOOL_DESCRIPTION: &str = "Full-text search over insights and raw dialogue, best matches first over every stored memory. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Words also match their English and German forms (collecting finds collect), exact words and phrases rank first. Each hit carries its score, relevance and the words it matched; recency and an insight's importance boost the score lightly.";

@@ -1,0 +1,51 @@
+-- What a client sees of the chosen hits ($1 layers, $2 ids, in rank order) for query $3 with
+-- languages $4: a snippet, the time, the session, and why each matched: the query's exact
+-- words found in it (`matched_words`) and the stems found only as other word forms
+-- (`matched_forms`, as `stem (language)`).
+--
+-- Planner notes: runs for at most `limit` rows (primary key probes), never for every match:
+-- `ts_headline` re-parses the whole content. A hit deleted meanwhile (`forget`) has no row
+-- and is left out by the caller.
+SELECT h.layer, h.id,
+       m.content IS NOT NULL AS found,
+       coalesce(ts_headline(
+           CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
+           m.content,
+           websearch_to_tsquery(
+               CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
+               $3),
+           'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=**, StopSel=**'), '') AS snippet,
+       coalesce(to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '') AS created_at,
+       m.session_id,
+       w.words AS matched_words,
+       f.forms AS matched_forms
+FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(layer, id, n)
+LEFT JOIN l0_raw r ON h.layer = 'raw' AND r.id = h.id
+LEFT JOIN l2_insights i ON h.layer = 'insight' AND i.id = h.id
+CROSS JOIN LATERAL (
+    SELECT coalesce(r.content, i.content) AS content,
+           coalesce(r.search_tsv, i.search_tsv) AS search_tsv,
+           coalesce(r.created_at, i.created_at) AS created_at,
+           r.session_id
+) m
+CROSS JOIN LATERAL (
+    SELECT ARRAY(
+        SELECT t.lexeme FROM unnest(m.search_tsv) t
+        WHERE 'A' = ANY (t.weights)
+          AND t.lexeme = ANY (tsvector_to_array(to_tsvector('simple', $3)))
+        ORDER BY t.lexeme
+    ) AS words
+) w
+CROSS JOIN LATERAL (
+    SELECT ARRAY(
+        SELECT DISTINCT t.lexeme || ' (' || l.language || ')'
+        FROM unnest(m.search_tsv) t
+        JOIN (VALUES ('english', 'B'), ('german', 'C')) AS l(language, weight)
+          ON l.weight = ANY (t.weights)
+        WHERE l.language = ANY ($4::text[])
+          AND t.lexeme = ANY (tsvector_to_array(to_tsvector(l.language::regconfig, $3)))
+          AND t.lexeme <> ALL (w.words)
+        ORDER BY 1
+    ) AS forms
+) f
+ORDER BY h.n

@@ -1,0 +1,249 @@
+//! Search relevance against real PostgreSQL (a pg-harness cluster, a fresh migrated database
+//! per test): ranking over the whole history in both layers and in a session, word forms in
+//! English and German with exact forms first, and the search settings.
+
+use cognitive_memory_mcp::memory::{
+    Hit, ItemLayer, Layer, MemoryLimits, MemoryStore, SearchMemory, SearchSettings, Speaker,
+    StoreInsight, StoreRawDialogue,
+};
+use pg_harness::{TestCluster, TestDatabase};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+const LIMITS: MemoryLimits = MemoryLimits {
+    max_content_bytes: 4096,
+    default_limit: 5,
+    max_limit: 50,
+};
+
+async fn pool_of(url: &str) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .expect("connect to the test database")
+}
+
+/// A fresh migrated database.
+async fn fresh() -> (TestDatabase, MemoryStore) {
+    let db = TestCluster::shared()
+        .fresh_database()
+        .await
+        .expect("a fresh test database");
+    let pool = pool_of(&db.url).await;
+    db::migrate(&pool).await.expect("migrate");
+    (db, MemoryStore::new(pool, LIMITS))
+}
+
+fn query(text: &str) -> SearchMemory {
+    SearchMemory {
+        query: text.to_owned(),
+        limit: None,
+        layer: None,
+        session_id: None,
+    }
+}
+
+async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
+    store
+        .store_raw(StoreRawDialogue {
+            session_id: session.to_owned(),
+            speaker: Speaker::User,
+            content: content.to_owned(),
+            metadata: None,
+        })
+        .await
+        .expect("store a turn")
+        .id
+}
+
+async fn put_insight(store: &MemoryStore, content: &str, importance: f64) -> i64 {
+    store
+        .store_insight(StoreInsight {
+            content: content.to_owned(),
+            source_ids: None,
+            tags: None,
+            importance: Some(importance),
+        })
+        .await
+        .expect("store an insight")
+        .id
+}
+
+async fn hits(store: &MemoryStore, search: SearchMemory) -> Vec<Hit> {
+    store.search(search).await.expect("search").hits
+}
+
+fn ids(hits: &[Hit]) -> Vec<(ItemLayer, i64)> {
+    hits.iter().map(|h| (h.layer, h.id)).collect()
+}
+
+/// One old memory about a word, then 300 newer ones mentioning it in passing, in both layers.
+async fn whole_history(store: &MemoryStore) {
+    let old_turn = put(
+        store,
+        "garden",
+        "compost: how I build the compost heap, turn the compost weekly and sieve the compost",
+    )
+    .await;
+    let old_insight = put_insight(
+        store,
+        "Prefers hot compost; the compost heap is turned weekly, compost sieved in spring",
+        0.5,
+    )
+    .await;
+    for n in 0..300 {
+        let session = if n % 3 == 0 { "garden" } else { "kitchen" };
+        put(
+            store,
+            session,
+            &format!("note {n}: the compost bin was mentioned while talking about something else"),
+        )
+        .await;
+        put_insight(
+            store,
+            &format!("remark {n} mentions compost among many other things"),
+            1.0,
+        )
+        .await;
+    }
+
+    let raw = hits(
+        store,
+        SearchMemory {
+            layer: Some(Layer::Raw),
+            ..query("compost")
+        },
+    )
+    .await;
+    assert_eq!(raw.len(), 5);
+    assert_eq!(raw[0].id, old_turn, "{raw:?}");
+    assert!(raw[0].relevance > raw[1].relevance * 3.0, "{raw:?}");
+    assert_eq!(raw[0].matched_words, ["compost"]);
+
+    let insights = hits(
+        store,
+        SearchMemory {
+            layer: Some(Layer::Insights),
+            ..query("compost")
+        },
+    )
+    .await;
+    assert_eq!(
+        insights[0].id, old_insight,
+        "the best insight ranks first although 300 newer, more important ones follow: {insights:?}"
+    );
+
+    let all = hits(store, query("compost")).await;
+    let top2: std::collections::HashSet<_> = ids(&all[..2]).into_iter().collect();
+    assert_eq!(
+        top2,
+        [
+            (ItemLayer::Raw, old_turn),
+            (ItemLayer::Insight, old_insight)
+        ]
+        .into(),
+        "{all:?}"
+    );
+
+    let in_session = hits(
+        store,
+        SearchMemory {
+            layer: Some(Layer::Raw),
+            session_id: Some("garden".to_owned()),
+            ..query("compost")
+        },
+    )
+    .await;
+    assert_eq!(in_session[0].id, old_turn, "{in_session:?}");
+    assert!(
+        in_session
+            .iter()
+            .all(|h| h.session_id.as_deref() == Some("garden"))
+    );
+}
+
+#[tokio::test]
+async fn the_best_match_over_the_whole_history_ranks_first_in_both_layers_and_in_a_session() {
+    let (_db, store) = fresh().await;
+    whole_history(&store).await;
+}
+
+#[tokio::test]
+async fn inflections_match_in_english_and_german_and_exact_forms_rank_first() {
+    let (_db, store) = fresh().await;
+    let collecting = put(&store, "s", "I was collecting stamps all summer").await;
+    let collect = put(&store, "s", "we collect stamps all summer").await;
+    let haeuser = put(&store, "s", "Die Häuser am See sind alt").await;
+    let haus = put(&store, "s", "Das Haus am See ist alt").await;
+    let mixed = put(
+        &store,
+        "s",
+        "Meeting: wir haben die Verträge unterschrieben and shipped the releases",
+    )
+    .await;
+
+    let found = hits(&store, query("collect")).await;
+    assert_eq!(
+        ids(&found),
+        [(ItemLayer::Raw, collect), (ItemLayer::Raw, collecting)],
+        "exact form first: {found:?}"
+    );
+    assert!(found[0].score > found[1].score);
+    assert_eq!(found[0].matched_words, ["collect"]);
+    assert!(found[1].matched_words.is_empty(), "{found:?}");
+    assert_eq!(found[1].matched_forms, ["collect (english)"]);
+
+    let found = hits(&store, query("collecting")).await;
+    assert_eq!(
+        ids(&found),
+        [(ItemLayer::Raw, collecting), (ItemLayer::Raw, collect)],
+        "{found:?}"
+    );
+
+    let found = hits(&store, query("Haus")).await;
+    assert_eq!(
+        ids(&found),
+        [(ItemLayer::Raw, haus), (ItemLayer::Raw, haeuser)],
+        "{found:?}"
+    );
+    assert_eq!(found[1].matched_forms, ["haus (german)"]);
+    let found = hits(&store, query("Häuser")).await;
+    assert_eq!(
+        ids(&found),
+        [(ItemLayer::Raw, haeuser), (ItemLayer::Raw, haus)],
+        "{found:?}"
+    );
+
+    // A memory in two languages is found through either.
+    assert_eq!(
+        ids(&hits(&store, query("Vertrag")).await),
+        [(ItemLayer::Raw, mixed)]
+    );
+    assert_eq!(
+        ids(&hits(&store, query("release")).await),
+        [(ItemLayer::Raw, mixed)]
+    );
+    // A phrase matches exact words, in order.
+    let found = hits(&store, query("\"collect stamps\"")).await;
+    assert_eq!(found[0].id, collect, "{found:?}");
+
+    // Exact words only, when configured so.
+    let exact_only = store.clone().with_search_settings(SearchSettings {
+        languages: Vec::new(),
+        ..SearchSettings::default()
+    });
+    assert_eq!(
+        ids(&hits(&exact_only, query("collect")).await),
+        [(ItemLayer::Raw, collect)]
+    );
+    // English only: German forms are not matched.
+    let english = store.clone().with_search_settings(SearchSettings {
+        languages: vec!["english".to_owned()],
+        ..SearchSettings::default()
+    });
+    assert_eq!(
+        ids(&hits(&english, query("Haus")).await),
+        [(ItemLayer::Raw, haus)]
+    );
+}
