@@ -37,6 +37,8 @@ const FIGURES: &[&str] = &[
     "http.store_raw_dialogue.c32",
     "rss.peak",
     "telemetry.overhead.store_raw_dialogue.c32",
+    "backup.seconds",
+    "restore.seconds",
 ];
 
 /// Figures judged against a goal.

@@ -4,6 +4,8 @@
 //!   and histogram counts equal the tally, the text parses as the Prometheus exposition format,
 //!   and no canary (content, session id, token) is in it;
 //! - a separate metrics listener without authentication;
+//! - the last good backup (written by the backup command into `lifecycle_status`) and the rows
+//!   the retention task removed;
 //! - traces to a loopback OTLP/HTTP receiver: at ratio 1.0 every call is a SERVER span with the
 //!   MCP convention's name and attributes, database statements are its children, and trace context
 //!   is taken from `traceparent` headers and `params._meta.traceparent` (over stdio the transport
@@ -374,7 +376,7 @@ async fn metrics_count_what_a_scripted_mix_did() {
         record("-", answer, &mut statuses);
     }
     // A foreign Origin: 403 from the first guard, before the token is looked at.
-    let foreign = http
+    let foreign = reqwest::Client::new()
         .post(format!("{base}/mcp"))
         .bearer_auth(TOKEN)
         .header("origin", "https://evil.example")
@@ -387,8 +389,9 @@ async fn metrics_count_what_a_scripted_mix_did() {
         .as_u16();
     assert_eq!(foreign, 403);
     *statuses.entry(("/mcp", 403)).or_insert(0) += 1;
-    // An oversized body: 413 from the body limit (1 MiB).
-    let oversized = http
+    // An oversized body: 413 from the body limit (1 MiB). The server closes that connection
+    // without reading the body, so it goes on a client of its own (not back into the pool).
+    let oversized = reqwest::Client::new()
         .post(format!("{base}/mcp"))
         .bearer_auth(TOKEN)
         .header("content-type", "application/json")
@@ -1080,6 +1083,116 @@ async fn a_stdio_server_traces_calls_as_pipe_and_serves_metrics_on_its_own_liste
     assert_no_canary(&receiver);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_good_backup_and_retention_purges_are_metrics() {
+    let database = stamped_database(Environment::Test).await;
+    // Expired turns (the test environment keeps raw turns for 14 days) and a recent one.
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO l0_raw (session_id, speaker, content, created_at)
+         SELECT 'old', 'user', 'expired ' || g, now() - interval '20 days'
+         FROM generate_series(1, 30) g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let mut daemon = Launch::http(&database.url)
+        .env("COGMEM__MEMORY__RETENTION__BATCH_SIZE", "7")
+        .env("COGMEM__MEMORY__RETENTION__BATCH_PAUSE_MS", "1")
+        .spawn();
+    let base = daemon.ready();
+    let http = reqwest::Client::new();
+    let url = format!("{base}/metrics");
+    let has = |samples: &[Sample], name: &str| samples.iter().any(|s| s.name == name);
+
+    // The first retention run starts with the daemon: 30 turns in batches of 7.
+    let started = Instant::now();
+    let samples = loop {
+        let (status, text) = scrape(&http, &url, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{text}");
+        let samples = parse_exposition(&text);
+        if has(&samples, "cogmem_retention_last_success_timestamp_seconds") {
+            break samples;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no retention run reported:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    assert_eq!(
+        value(
+            &samples,
+            "cogmem_retention_purged_total",
+            &[("layer", "raw")]
+        ),
+        30.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "cogmem_retention_purged_total",
+            &[("layer", "insight")]
+        ),
+        0.0
+    );
+    let ran = value(
+        &samples,
+        "cogmem_retention_last_success_timestamp_seconds",
+        &[],
+    );
+    assert!((now() - ran).abs() < 30.0, "retention ran at {ran}");
+    // No backup yet: no backup gauge (alert on its absence too).
+    assert!(!has(
+        &samples,
+        "cogmem_backup_last_success_timestamp_seconds"
+    ));
+
+    // A backup as the operator's timer runs it: the backup command of the same binary, another
+    // process, which records its outcome in lifecycle_status.
+    let backups = tempfile::tempdir().unwrap();
+    let root = daemon::config_root();
+    let before = now().floor();
+    let output = std::process::Command::new(daemon::BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &database.url)
+        .env("MCP_AUTH_TOKEN", TOKEN)
+        .args(["--env", "test", "--config-root"])
+        .arg(root.path())
+        .args(["backup", "--to"])
+        .arg(backups.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "backup failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let after = now().ceil();
+    let (status, text) = scrape(&http, &url, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let samples = parse_exposition(&text);
+    let backed_up = value(
+        &samples,
+        "cogmem_backup_last_success_timestamp_seconds",
+        &[],
+    );
+    // Whole seconds from the database's clock: within a second of the command's run.
+    assert!(
+        (before - 1.0..=after + 1.0).contains(&backed_up),
+        "last good backup at {backed_up}, the command ran {before}..{after}"
+    );
+    stop(daemon);
+}
+
 /// Waits until `needle` appeared in `times` lines of the daemon's log.
 fn wait_for_log(daemon: &Daemon, needle: &str, times: usize) {
     let started = Instant::now();
@@ -1135,6 +1248,7 @@ fn the_dashboard_and_the_docs_name_only_metrics_the_daemon_exports() {
         BUILD_INFO,
         BACKUP_LAST_SUCCESS,
         RETENTION_PURGED,
+        RETENTION_LAST_SUCCESS,
     ];
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     for file in [

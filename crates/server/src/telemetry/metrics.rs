@@ -6,8 +6,10 @@
 //! follow the OpenTelemetry conventions where one exists (`mcp.server.operation.duration` in
 //! seconds becomes `mcp_server_operation_duration_seconds`), otherwise carry the `cogmem_` prefix.
 //!
-//! Other modules record through the functions here (the backup and retention hooks at the end
-//! are for the lifecycle work); they cost nothing while no recorder is installed.
+//! Other modules record through the functions here (the retention task through
+//! [`record_retention_run`]); they cost nothing while no recorder is installed. The last good
+//! backup is read from `lifecycle_status` at each scrape: backups run as a command of their own
+//! (a systemd timer, a CronJob), possibly on another host, so only the database knows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -48,10 +50,13 @@ pub const HEALTH_CHECK: &str = "cogmem_health_check_ok";
 pub const READY: &str = "cogmem_ready";
 /// Always 1, labelled `version` and `environment`.
 pub const BUILD_INFO: &str = "cogmem_build_info";
-/// Unix time of the last successful backup (hook: [`record_backup_success`]).
+/// Unix time of the last verified backup, from `lifecycle_status` (absent until one succeeded).
 pub const BACKUP_LAST_SUCCESS: &str = "cogmem_backup_last_success_timestamp_seconds";
-/// Rows removed by retention, by `layer` (hook: [`record_retention_purge`]).
+/// Rows this process's retention task removed, by `layer` (`raw`, `insight`).
 pub const RETENTION_PURGED: &str = "cogmem_retention_purged_total";
+/// Unix time of this process's last successful retention run (one that another replica's lock
+/// made it skip does not count).
+pub const RETENTION_LAST_SUCCESS: &str = "cogmem_retention_last_success_timestamp_seconds";
 
 /// Histogram buckets in seconds: sub-millisecond stores to multi-second searches.
 const BUCKETS: [f64; 14] = [
@@ -60,6 +65,9 @@ const BUCKETS: [f64; 14] = [
 /// How often the recorder folds recorded histogram samples, so memory stays bounded between
 /// scrapes.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest a scrape waits for `lifecycle_status` (during an outage the backup gauge keeps its
+/// last value rather than holding the scrape up).
+const LIFECYCLE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static STATEMENTS: AtomicI64 = AtomicI64::new(0);
@@ -112,9 +120,16 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Version and environment of the running daemon");
     describe_gauge!(
         BACKUP_LAST_SUCCESS,
-        "Unix time of the last successful backup"
+        "Unix time of the last verified backup (lifecycle_status)"
     );
-    describe_counter!(RETENTION_PURGED, "Rows removed by retention, by layer");
+    describe_counter!(
+        RETENTION_PURGED,
+        "Rows removed by this process's retention task, by layer"
+    );
+    describe_gauge!(
+        RETENTION_LAST_SUCCESS,
+        "Unix time of this process's last successful retention run"
+    );
 }
 
 /// Keeps the recorder's memory bounded until `stop`.
@@ -194,18 +209,30 @@ async fn counted<F: std::future::Future>(gauge: &'static AtomicI64, future: F) -
     future.await
 }
 
-/// Hook for the backup job: the time of a successful backup (`cogmem_backup_last_success_…`;
-/// alert on `time() - cogmem_backup_last_success_timestamp_seconds`).
-pub fn record_backup_success(at: SystemTime) {
-    let seconds = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |since| since.as_secs_f64());
-    metrics::gauge!(BACKUP_LAST_SUCCESS).set(seconds);
+/// A successful retention run that removed `raw` turns and `insights` insights.
+pub fn record_retention_run(raw: u64, insights: u64) {
+    metrics::counter!(RETENTION_PURGED, "layer" => "raw").increment(raw);
+    metrics::counter!(RETENTION_PURGED, "layer" => "insight").increment(insights);
+    metrics::gauge!(RETENTION_LAST_SUCCESS).set(unix_seconds(SystemTime::now()));
 }
 
-/// Hook for retention: `rows` removed from `layer` (`raw` or `insight`, a static name).
-pub fn record_retention_purge(layer: &'static str, rows: u64) {
-    metrics::counter!(RETENTION_PURGED, "layer" => layer).increment(rows);
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// The last verified backup from `lifecycle_status`; on a timeout or error the gauge keeps its
+/// value (the readiness gauges tell about the database).
+async fn read_backup_age(pool: &sqlx::PgPool) {
+    // Boxed: inline, its states would sit on the handler's stack frame (see `telemetry::observe`).
+    let reading = Box::pin(crate::lifecycle::read_status(pool));
+    let read = tokio::time::timeout(LIFECYCLE_READ_TIMEOUT, reading);
+    if let Ok(Ok(status)) = read.await
+        && let Some(age) = status.backup.last_good_age_secs
+    {
+        let at = SystemTime::now() - Duration::from_secs(age.max(0).unsigned_abs());
+        metrics::gauge!(BACKUP_LAST_SUCCESS).set(unix_seconds(at).floor());
+    }
 }
 
 /// The `http_route` label: the routes we serve, everything else `other` (paths are client text).
@@ -239,9 +266,11 @@ fn status_label(status: StatusCode) -> &'static str {
         .map_or("other", String::as_str)
 }
 
-/// Updates the gauges read from the daemon's state, then renders the text exposition.
-pub fn render(handle: &PrometheusHandle, app: &AppState) -> String {
+/// Updates the gauges read from the daemon's state and the database, then renders the text
+/// exposition.
+pub async fn render(handle: &PrometheusHandle, app: &AppState) -> String {
     let pool = app.store.pool();
+    read_backup_age(pool).await;
     let size = f64::from(pool.size());
     let idle = pool.num_idle() as f64;
     metrics::gauge!(POOL_SIZE).set(size);
@@ -270,8 +299,9 @@ pub fn route_for(handle: PrometheusHandle, app: Arc<AppState>) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
-            let text = render(&handle, &app);
+            let (handle, app) = (handle.clone(), app.clone());
             async move {
+                let text = render(&handle, &app).await;
                 (
                     StatusCode::OK,
                     [(
