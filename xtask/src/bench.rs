@@ -23,6 +23,7 @@ pub(crate) mod report;
 mod seed;
 pub(crate) mod server;
 pub(crate) mod stats;
+mod telemetry;
 pub(crate) mod words;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -69,6 +70,10 @@ pub struct BenchOptions {
     /// `<!-- bench:end -->`).
     #[arg(long)]
     pub write_doc: bool,
+    /// Measure only the telemetry overhead (store throughput at 32 clients, telemetry on vs
+    /// off), skipping the seeded database; cannot be combined with --write-doc.
+    #[arg(long, conflicts_with = "write_doc")]
+    pub telemetry_only: bool,
     /// Only the HTTP load figures (store and search at 1, 8 and 32 clients, RSS): skips the
     /// configuration load, migrations, start-up and search-latency figures. Not with `--write-doc`.
     #[arg(long, conflicts_with = "write_doc")]
@@ -94,6 +99,9 @@ impl BenchOptions {
         }
         if self.write_doc {
             command.push_str(" --write-doc");
+        }
+        if self.telemetry_only {
+            command.push_str(" --telemetry-only");
         }
         if self.http_only {
             command.push_str(" --http-only");
@@ -128,6 +136,8 @@ struct Profile {
     search_warmup: usize,
     search_per_kind: usize,
     search_worst_case: usize,
+    /// ABBA rounds of the telemetry overhead (each runs both servers twice).
+    telemetry_rounds: usize,
 }
 
 const FULL: Profile = Profile {
@@ -148,6 +158,7 @@ const FULL: Profile = Profile {
     search_warmup: 10,
     search_per_kind: 200,
     search_worst_case: 5,
+    telemetry_rounds: 3,
 };
 
 const QUICK: Profile = Profile {
@@ -168,6 +179,7 @@ const QUICK: Profile = Profile {
     search_warmup: 2,
     search_per_kind: 30,
     search_worst_case: 3,
+    telemetry_rounds: 1,
 };
 
 pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
@@ -183,7 +195,13 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
     println!("bench: {} run of {}", profile.name, binary.display());
     let cluster = start_cluster(Durability::Default)?;
     let runtime = runtime()?;
-    let mut report = runtime.block_on(measure(root, &binary, &cluster, &profile, options))?;
+    let mut report = if options.telemetry_only {
+        runtime.block_on(measure_telemetry_only(
+            root, &binary, &cluster, &profile, options,
+        ))?
+    } else {
+        runtime.block_on(measure(root, &binary, &cluster, &profile, options))?
+    };
     drop(cluster);
     if options.fsync_off_row {
         let cluster = start_cluster(Durability::Off)?;
@@ -382,6 +400,8 @@ async fn measure(
     if !status.success() {
         bail!("the server exited with {status} after the load:\n{tail}");
     }
+    println!("bench: telemetry overhead");
+    figures.push(telemetry_overhead(root, binary, cluster, &vocabulary, profile).await?);
 
     println!("bench: backup and restore (RTO)");
     figures.extend(backup_and_restore(&mut launcher, cluster).await?);
@@ -430,6 +450,49 @@ async fn measure(
         date: now_utc(),
         figures,
         notes,
+    })
+}
+
+async fn telemetry_overhead(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    vocabulary: &Arc<Vocabulary>,
+    profile: &Profile,
+) -> Result<Figure> {
+    let plan = telemetry::Plan {
+        rounds: profile.telemetry_rounds,
+        warmup: profile.load_warmup,
+        duration: profile.load_duration,
+    };
+    telemetry::overhead(binary, root, cluster, vocabulary, plan).await
+}
+
+/// `--telemetry-only`: the overhead figure alone.
+async fn measure_telemetry_only(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+    options: &BenchOptions,
+) -> Result<Report> {
+    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
+    let figure = telemetry_overhead(root, binary, cluster, &vocabulary, profile).await?;
+    let postgresql = String::from("(not asked)");
+    Ok(Report {
+        command: options.command(),
+        mode: profile.name,
+        machine: Machine::describe(postgresql),
+        date: now_utc(),
+        figures: vec![figure],
+        notes: vec![format!(
+            "{} ABBA round(s) of {:.0} s runs per server, after {:.1} s warm-up each; both servers \
+             on one fresh database of the throwaway cluster (PostgreSQL's default durability: \
+             fsync, full_page_writes and synchronous_commit on), rate limit raised.",
+            profile.telemetry_rounds,
+            profile.load_duration.as_secs_f64(),
+            profile.load_warmup.as_secs_f64()
+        )],
     })
 }
 

@@ -36,6 +36,7 @@ const FIGURES: &[&str] = &[
     "http.store_raw_dialogue.c8",
     "http.store_raw_dialogue.c32",
     "rss.peak",
+    "telemetry.overhead.store_raw_dialogue.c32",
     "backup.seconds",
     "restore.seconds",
 ];
@@ -49,6 +50,7 @@ const GOALS: &[&str] = &[
     "search.large.mix",
     "search.relevance",
     "http.store_raw_dialogue.c32",
+    "telemetry.overhead.store_raw_dialogue.c32",
 ];
 
 fn positive(figure: &Value, field: &str) -> f64 {
@@ -174,5 +176,13 @@ fn the_quick_benchmark_reports_every_figure() {
         figure("rss.peak")["value"].as_f64().unwrap()
             >= figure("rss.idle")["value"].as_f64().unwrap()
     );
+    // The server with telemetry exported traces and was scraped, without an error.
+    let overhead = figure("telemetry.overhead.store_raw_dialogue.c32");
+    assert!(
+        overhead["otlp_requests"].as_u64().unwrap() > 0,
+        "{overhead}"
+    );
+    assert!(overhead["scrapes"].as_u64().unwrap() > 0, "{overhead}");
+    assert_eq!(overhead["errors"].as_u64(), Some(0), "{overhead}");
     assert!(report["missed"].is_array());
 }

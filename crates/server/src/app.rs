@@ -15,6 +15,9 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// `logging.log_payloads`; SIGHUP may change it.
     log_payloads: AtomicBool,
+    /// Renders `GET /metrics` on the main listener (behind the bearer token) when metrics are on
+    /// and have no listener of their own.
+    pub shared_metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -29,7 +32,17 @@ impl AppState {
             store,
             health,
             log_payloads: AtomicBool::new(log_payloads),
+            shared_metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` on the main listener with `handle` (see [`Self::shared_metrics`]).
+    pub fn with_shared_metrics(
+        mut self,
+        handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        self.shared_metrics = handle;
+        self
     }
 
     /// Whether tool arguments and memory contents may be logged (at debug level).

@@ -36,6 +36,9 @@ pub struct AppConfig {
     /// Backups taken by `cognitive-memory-mcp backup` and how long they are kept.
     #[config(section)]
     pub backup: BackupConfig,
+    /// Prometheus metrics and OpenTelemetry traces (see docs/observability.md).
+    #[config(section)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum, clap::ValueEnum)]
@@ -247,6 +250,38 @@ pub struct SearchConfig {
     pub importance_weight: f64,
 }
 
+#[derive(Debug, Config)]
+#[config(validate = validate_telemetry)]
+pub struct TelemetryConfig {
+    /// Prometheus metrics at `GET /metrics`.
+    #[config(section)]
+    pub metrics: MetricsConfig,
+    /// OpenTelemetry traces exported over OTLP/HTTP.
+    #[config(section)]
+    pub traces: TracesConfig,
+}
+
+#[derive(Debug, Config)]
+pub struct MetricsConfig {
+    /// Whether `GET /metrics` is served (off in production unless set).
+    #[config(default = "true")]
+    pub enabled: bool,
+    /// A listener of its own for `GET /metrics`, without authentication (keep it on loopback or a
+    /// scrape network); unset: served on the main HTTP listener, behind the bearer token.
+    pub bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Config)]
+pub struct TracesConfig {
+    /// OTLP/HTTP (protobuf) collector URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added when
+    /// the URL has no path); unset: no traces. `https` is required in production unless loopback.
+    pub endpoint: Option<String>,
+    /// Share of calls whose traces are kept, from 0 to 1 (failed calls are always kept); SIGHUP
+    /// applies a new value.
+    #[config(default = "1.0")]
+    pub sample_ratio: f64,
+}
+
 /// Shortest bearer token accepted in staging and production.
 const MIN_TOKEN_CHARS: usize = 16;
 
@@ -435,6 +470,59 @@ fn validate_backup(backup: &BackupConfig, v: &mut Validator<'_>) {
     }
     if backup.max_age_hours == 0 {
         v.error("max_age_hours", "must be at least 1");
+    }
+}
+
+fn validate_telemetry(telemetry: &TelemetryConfig, v: &mut Validator<'_>) {
+    if let Some(bind) = telemetry.metrics.bind
+        && !telemetry.metrics.enabled
+    {
+        v.warning(
+            "metrics.bind",
+            format!("set to {bind}, but telemetry.metrics.enabled is false: no metrics are served; set it to true"),
+        );
+    }
+    let ratio = telemetry.traces.sample_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        v.error(
+            "traces.sample_ratio",
+            "must be from 0 to 1 (0.1 keeps a tenth of the traces)",
+        );
+    }
+    if let Some(endpoint) = &telemetry.traces.endpoint
+        && let Err(problem) = check_otlp_endpoint(endpoint, v.environment())
+    {
+        v.error("traces.endpoint", problem);
+    }
+}
+
+/// An OTLP endpoint must be an absolute `http`/`https` URL with a host; in production plain
+/// `http` only to a loopback collector. The message never quotes the URL (it may carry a token).
+pub fn check_otlp_endpoint(
+    endpoint: &str,
+    environment: config_core::Environment,
+) -> Result<(), String> {
+    let uri: axum::http::Uri = endpoint
+        .trim()
+        .parse()
+        .map_err(|_| "is not a URL; expected e.g. http://127.0.0.1:4318".to_owned())?;
+    let host = uri
+        .host()
+        .ok_or_else(|| "needs a scheme and a host, e.g. http://127.0.0.1:4318".to_owned())?;
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if loopback || environment != config_core::Environment::Production => Ok(()),
+        Some("http") => Err(
+            "must use https in production unless the collector is on loopback (127.0.0.1, ::1, localhost)"
+                .to_owned(),
+        ),
+        _ => Err("must be an http or https URL".to_owned()),
     }
 }
 

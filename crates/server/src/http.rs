@@ -1,7 +1,9 @@
 //! The HTTP surface: MCP at `/mcp` (streamable HTTP, stateless), `/health` and `/ready`.
 //!
-//! Every request gets an id (`x-request-id`, also in every log line of the request). `/mcp` sits
-//! behind the guard stack built in [`router`], which reads in the order the guards run. The
+//! Every request gets an id (`x-request-id`, also in every log line of the request) and is
+//! counted by route and status (`telemetry::metrics`, outermost, so the guards' answers count
+//! too). `/mcp` sits behind the guard stack built in [`router`], which reads in the order the
+//! guards run; `/metrics`, when it shares this listener, behind the same authentication. The
 //! accept loop with the connection bounds is [`listener`].
 
 mod guard;
@@ -81,7 +83,7 @@ pub fn router(
         .layer(from_fn_with_state(guard.clone(), guard::authenticate)) // 401 bad token; 429 failures per address
         .layer(from_fn_with_state(guard.clone(), guard::limit_principal)) // 429 + Retry-After per principal
         .layer(from_fn_with_state(guard.clone(), guard::shed_load)) // 503 + Retry-After over max_in_flight
-        .layer(from_fn_with_state(guard, guard::read_body)) // 413 too large; 408 too slow; 503 budget spent
+        .layer(from_fn_with_state(guard.clone(), guard::read_body)) // 413 too large; 408 too slow; 503 budget spent
         .layer(from_fn(guard::validate_envelope)) // 400 -32700/-32600; -32602 tools/call params
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -89,14 +91,25 @@ pub fn router(
         )) // 408
         .map_response(IntoResponse::into_response)
         .service(mcp);
+    // A scrape passes the same Host/Origin check and bearer token as `/mcp` but spends no
+    // principal's request allowance (a scraper addressing pod IPs wants `telemetry.metrics.bind`).
+    let metrics = crate::telemetry::metrics::shared_route(&app).layer(
+        ServiceBuilder::new()
+            .layer(from_fn_with_state(guard.clone(), guard::check_origin)) // 403 foreign Host/Origin
+            .layer(from_fn_with_state(guard, guard::authenticate)), // 401 bad token; 429 failures per address
+    );
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(app)
         .nest_service("/mcp", guarded)
+        .merge(metrics)
         // Includes /.well-known/oauth-protected-resource: a 404 tells clients not to try OAuth.
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn(trace_request))
+        .layer(middleware::from_fn(
+            crate::telemetry::metrics::count_responses,
+        ))
 }
 
 /// Liveness: the process answers. Never touches the database.

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod probe;
 mod reload;
 pub mod serve;
+pub mod telemetry;
 
 /// Process exit codes (sysexits.h where one fits), relied on by the systemd unit
 /// (`RestartPreventExitStatus=78`).

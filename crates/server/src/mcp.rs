@@ -30,6 +30,7 @@ use crate::memory::{
     SearchResults, SearchStatus, SessionPage, StoreInsight, StoreRawDialogue, StoredInsight,
     StoredTurn,
 };
+use crate::telemetry::{self, Outcome};
 
 /// The name clients show for this server.
 pub const SERVER_NAME: &str = "cognitive-memory";
@@ -44,6 +45,15 @@ single items when the user asks. memory_status tells which environment and datab
 const STATUS_URI: &str = "memory://status";
 const RECENT_INSIGHTS_URI: &str = "memory://insights/recent";
 const SESSION_URI_PREFIX: &str = "memory://sessions/";
+/// The tools' names: the only tool names telemetry records (a client may call any name).
+const TOOLS: [&str; 6] = [
+    "store_raw_dialogue",
+    "store_insight",
+    "search_memory",
+    "get_session",
+    "forget",
+    "memory_status",
+];
 /// Insights listed by `memory://insights/recent`.
 const RECENT_INSIGHTS: u32 = 20;
 
@@ -246,7 +256,9 @@ impl ServerHandler for MemoryServer {
             .and_then(|value| value.to_str().ok())
             .map_or_else(|| format!("rpc-{}", context.id), str::to_owned);
         let span = tracing::info_span!("tool", request_id = %request_id, tool = %request.name);
-        async move {
+        let tool = TOOLS.into_iter().find(|tool| *tool == request.name);
+        let call = telemetry::call_span("tools/call", tool, request.meta.as_ref(), &context);
+        let handled = async move {
             if self.app.log_payloads() {
                 tracing::debug!(arguments = ?request.arguments, "tool call");
             } else {
@@ -259,7 +271,17 @@ impl ServerHandler for MemoryServer {
             let context = ToolCallContext::new(self, request, context);
             self.tool_router.call(context).await
         }
-        .instrument(span)
+        .instrument(span);
+        telemetry::observe(call, handled, |answer| match answer {
+            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+                (Outcome::ToolError, Some("tool_error"))
+            }
+            Ok(_) => (Outcome::Ok, None),
+            Err(err) => (
+                Outcome::Error,
+                Some(telemetry::jsonrpc_error_type(err.code)),
+            ),
+        })
         .await
     }
 
@@ -307,9 +329,17 @@ impl ServerHandler for MemoryServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let value = self.read(&request.uri).await?;
+        let call = telemetry::call_span("resources/read", None, request.meta.as_ref(), &context);
+        let value = telemetry::observe(call, self.read(&request.uri), |answer| match answer {
+            Ok(_) => (Outcome::Ok, None),
+            Err(err) => (
+                Outcome::Error,
+                Some(telemetry::jsonrpc_error_type(err.code)),
+            ),
+        })
+        .await?;
         Ok(ReadResourceResult::new(vec![
             ResourceContents::text(value.to_string(), request.uri)
                 .with_mime_type("application/json"),
@@ -410,6 +440,19 @@ fn percent_decode(segment: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_knows_every_tool_by_name() {
+        let mut routed: Vec<String> = MemoryServer::tool_router()
+            .list_all()
+            .into_iter()
+            .map(|tool| tool.name.into_owned())
+            .collect();
+        routed.sort();
+        let mut named: Vec<&str> = TOOLS.to_vec();
+        named.sort();
+        assert_eq!(routed, named);
+    }
 
     #[test]
     fn argument_errors_name_the_field_but_not_the_value() {

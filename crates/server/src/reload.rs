@@ -1,7 +1,7 @@
 //! SIGHUP (`systemctl reload`): re-read every layer — `.env` files, secret files, credentials —
 //! and put into effect what can change while serving: the log level, payload logging, the rate
 //! limit, the accepted bearer tokens (a token rotation) and the database password (new pool
-//! connections use it; open ones go on). Changed keys are logged by name only. An invalid new
+//! connections use it; open ones go on) and the trace sample ratio. Changed keys are logged by name only. An invalid new
 //! configuration, or a new password the database refuses, keeps the running one and says why.
 
 use std::collections::BTreeMap;
@@ -13,9 +13,10 @@ use crate::app::AppState;
 use crate::config::{self, AppConfig, ConfigSource};
 use crate::http::{self, Guard};
 use crate::logging::LogHandle;
+use crate::telemetry::Telemetry;
 
 /// Keys a reload applies without a restart; any other changed key is reported as needing one.
-const LIVE_KEYS: [&str; 7] = [
+const LIVE_KEYS: [&str; 8] = [
     "logging.level",
     "logging.log_payloads",
     "server.rate_limit.requests_per_minute",
@@ -23,6 +24,7 @@ const LIVE_KEYS: [&str; 7] = [
     "server.auth.token",
     "server.auth.previous_tokens",
     "database.url",
+    "telemetry.traces.sample_ratio",
 ];
 
 /// What a reload changes in the running daemon.
@@ -32,6 +34,7 @@ pub(crate) struct Live<'a> {
     pub guard: &'a Guard,
     pub pool: &'a sqlx::PgPool,
     pub log: &'a LogHandle,
+    pub telemetry: &'a Telemetry,
 }
 
 /// The configuration in effect, replaced key group by key group as reloads apply them.
@@ -123,10 +126,14 @@ pub(crate) async fn reload(
     live.guard
         .failed_auth
         .set_per_minute(new.server.rate_limit.failed_auth_per_minute);
+    live.telemetry.reload(&new.telemetry);
     for key in &changed {
         let key = key.as_str();
         if LIVE_KEYS.contains(&key) {
-            if key.starts_with("logging.") || key.starts_with("server.rate_limit.") {
+            if key.starts_with("logging.")
+                || key.starts_with("server.rate_limit.")
+                || key == "telemetry.traces.sample_ratio"
+            {
                 applied.push(key);
             }
         } else {
@@ -147,6 +154,7 @@ pub(crate) async fn reload(
     }
     current.config.logging = new.logging;
     current.config.server.rate_limit = new.server.rate_limit;
+    current.config.telemetry.traces.sample_ratio = new.telemetry.traces.sample_ratio;
     // Keys not applied keep their old values, so the next reload reports them again.
     let mut values = loaded.resolution.values;
     for key in restart.iter().chain(&refused) {

@@ -28,6 +28,7 @@ use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
 use crate::memory::{MemoryLimits, MemoryStore, SearchSettings};
 use crate::reload;
+use crate::telemetry::{self, Telemetry};
 
 /// Added to each connect retry's delay in `EXTEND_TIMEOUT_USEC`: room for the next attempt.
 const EXTEND_SLACK: Duration = Duration::from_secs(10);
@@ -258,6 +259,18 @@ impl Daemon {
         }
         let database = current_database(&pool).await;
 
+        let telemetry = match telemetry::start(
+            &self.current.config.telemetry,
+            environment,
+            tokio::runtime::Handle::current(),
+        ) {
+            Ok(telemetry) => telemetry,
+            Err(err) => {
+                tracing::error!("cannot start telemetry: {err}");
+                pool.close().await;
+                return exit::FAILURE;
+            }
+        };
         let health = Arc::new(Health::new(environment));
         let store = MemoryStore::new(
             pool.clone(),
@@ -267,12 +280,15 @@ impl Daemon {
             &self.current.config.memory.search,
         ))
         .with_prepared_statements(self.current.config.database.prepared_statements);
-        let app = Arc::new(AppState::new(
-            environment,
-            store,
-            health.clone(),
-            self.current.config.logging.log_payloads,
-        ));
+        let app = Arc::new(
+            AppState::new(
+                environment,
+                store,
+                health.clone(),
+                self.current.config.logging.log_payloads,
+            )
+            .with_shared_metrics(telemetry.shared_metrics()),
+        );
         let guard = Arc::new(Guard::new(&self.current.config.server));
         let stop = CancellationToken::new();
         // rmcp's own token: cancelled only after the drain, so in-flight calls can finish.
@@ -317,6 +333,13 @@ impl Daemon {
             }
         };
 
+        if let Err(err) = telemetry.run_beside(app.clone(), stop.clone()).await {
+            tracing::error!("{err}");
+            stop.cancel();
+            pool.close().await;
+            return exit::FAILURE;
+        }
+
         let ready_status = format!("{environment}: serving {serving_at}; database {database}");
         let _ = notifier.ready(&ready_status);
         tracing::info!(address = %serving_at, "ready: {ready_status}");
@@ -346,9 +369,12 @@ impl Daemon {
             .wait_for_stop(
                 &mut signals,
                 &mut serving,
-                &app,
-                &guard,
-                &pool,
+                &LiveParts {
+                    app: &app,
+                    guard: &guard,
+                    pool: &pool,
+                    telemetry: &telemetry,
+                },
                 &ready_status,
             )
             .await;
@@ -377,6 +403,8 @@ impl Daemon {
         {
             tracing::warn!("database connections did not close within {POOL_CLOSE_TIMEOUT:?}");
         }
+        // Blocks until the queued spans are exported: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         tracing::info!(exit_code = code, "stopped");
         code
     }
@@ -386,9 +414,7 @@ impl Daemon {
         &mut self,
         signals: &mut Signals,
         serving: &mut Serving,
-        app: &AppState,
-        guard: &Guard,
-        pool: &sqlx::PgPool,
+        live: &LiveParts<'_>,
         ready_status: &str,
     ) -> Stop {
         loop {
@@ -398,7 +424,7 @@ impl Daemon {
                         tracing::info!("{signal} received: stopping");
                         return Stop { code: exit::OK, transport_ended: false };
                     }
-                    None => self.reload(app, guard, pool, ready_status).await,
+                    None => self.reload(live, ready_status).await,
                 },
                 code = serving.ended() => {
                     return Stop { code, transport_ended: true };
@@ -408,24 +434,27 @@ impl Daemon {
     }
 
     /// SIGHUP: re-read the configuration, apply what can change live, report the rest.
-    async fn reload(
-        &mut self,
-        app: &AppState,
-        guard: &Guard,
-        pool: &sqlx::PgPool,
-        ready_status: &str,
-    ) {
+    async fn reload(&mut self, serving: &LiveParts<'_>, ready_status: &str) {
         let _ = self.notifier.reloading();
         let env = with_flags(&EnvSnapshot::from_process(), &self.args);
         let live = reload::Live {
-            app,
-            guard,
-            pool,
+            app: serving.app,
+            guard: serving.guard,
+            pool: serving.pool,
             log: &self.log,
+            telemetry: serving.telemetry,
         };
         reload::reload(&mut self.current, &self.source, &env, live).await;
         let _ = self.notifier.ready(ready_status);
     }
+}
+
+/// What a SIGHUP reaches in the running daemon (besides the logging, which the daemon holds).
+struct LiveParts<'a> {
+    app: &'a AppState,
+    guard: &'a Guard,
+    pool: &'a sqlx::PgPool,
+    telemetry: &'a Telemetry,
 }
 
 /// Least privilege, stamp check and migrations; on failure the exit code (already logged).

@@ -435,6 +435,64 @@ fn canary_secrets_appear_in_no_output() {
 }
 
 #[test]
+fn telemetry_settings_are_validated_and_the_endpoint_never_echoed() {
+    let root = Root::new();
+    valid_production(&root);
+    let run = root.run(&["--env", "production", "config", "check"], &[]);
+    assert_eq!(run.code(), 0, "{}", run.all());
+    // Plain http to a remote collector, with a token in the URL, and a ratio above 1.
+    let endpoint = format!("http://{CANARY_TOKEN}@otel.example:4318");
+    let run = root.run(
+        &["--env", "production", "config", "check"],
+        &[
+            ("COGMEM__TELEMETRY__TRACES__ENDPOINT", &endpoint),
+            ("COGMEM__TELEMETRY__TRACES__SAMPLE_RATIO", "1.5"),
+        ],
+    );
+    assert_eq!(run.code(), 78);
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("telemetry.traces.endpoint: must use https in production unless the collector is on loopback"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("telemetry.traces.sample_ratio: must be from 0 to 1"),
+        "{stderr}"
+    );
+    assert!(!run.all().contains(CANARY_TOKEN), "{}", run.all());
+    // Loopback over http and https anywhere are fine; so is http outside production.
+    for (environment, endpoint) in [
+        ("production", "http://127.0.0.1:4318"),
+        ("production", "https://otel.example"),
+        ("staging", "http://otel.example:4318"),
+    ] {
+        let run = root.run(
+            &["--env", environment, "config", "check"],
+            &[
+                ("COGMEM__TELEMETRY__TRACES__ENDPOINT", endpoint),
+                ("DATABASE_URL", &prod_url()),
+                ("MCP_AUTH_TOKEN", CANARY_TOKEN),
+            ],
+        );
+        assert!(
+            !run.stderr().contains("telemetry.traces.endpoint"),
+            "{environment} {endpoint}: {}",
+            run.stderr()
+        );
+    }
+    let run = root.run(
+        &["--env", "development", "config", "check"],
+        &[("COGMEM__TELEMETRY__TRACES__ENDPOINT", "otel.example:4318")],
+    );
+    assert_eq!(run.code(), 78);
+    assert!(
+        run.stderr().contains("telemetry.traces.endpoint"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
 fn search_settings_out_of_range_are_named_with_their_source() {
     let root = Root::new();
     valid_production(&root);

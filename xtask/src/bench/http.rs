@@ -71,6 +71,15 @@ impl Client {
         self.exchange(head.as_bytes(), &[]).await
     }
 
+    /// `GET path` with the bearer token (e.g. `/metrics` on the main listener).
+    pub async fn get_authorized(&mut self, path: &str) -> io::Result<Response> {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.addr, self.token
+        );
+        self.exchange(head.as_bytes(), &[]).await
+    }
+
     async fn exchange(&mut self, head: &[u8], body: &[u8]) -> io::Result<Response> {
         let result = self.try_exchange(head, body).await;
         if result.is_err() {

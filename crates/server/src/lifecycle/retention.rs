@@ -76,6 +76,10 @@ pub fn spawn(pool: PgPool, policy: Policy, stop: CancellationToken) -> JoinHandl
                     Ok(())
                 }
                 Ok(purged) => {
+                    crate::telemetry::metrics::record_retention_run(
+                        purged.raw_deleted,
+                        purged.insights_deleted,
+                    );
                     if purged.raw_deleted + purged.insights_deleted > 0 {
                         tracing::info!(
                             raw_deleted = purged.raw_deleted,

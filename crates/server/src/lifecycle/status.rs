@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgPool, Row};
 
+use crate::telemetry::{connection, statement};
+
 const UPSERT: &str = include_str!("sql/status_upsert.sql");
 const READ: &str = include_str!("sql/status_read.sql");
 
@@ -56,21 +58,25 @@ pub struct LifecycleStatus {
 /// Unnamed statements in one transaction, as the store runs them: that also works through
 /// PgBouncer in transaction mode.
 pub async fn read_status(pool: &PgPool) -> Result<LifecycleStatus, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('lifecycle_status') IS NOT NULL")
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
+    let mut tx = statement("BEGIN", connection(pool.begin())).await?;
+    let exists: bool = statement(
+        "SELECT lifecycle_status exists",
+        sqlx::query_scalar("SELECT to_regclass('lifecycle_status') IS NOT NULL")
+            .persistent(false)
+            .fetch_one(&mut *tx),
+    )
+    .await?;
     let mut status = LifecycleStatus::default();
     if !exists {
-        tx.commit().await?;
+        statement("COMMIT", tx.commit()).await?;
         return Ok(status);
     }
-    let rows = sqlx::query(READ)
-        .persistent(false)
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let rows = statement(
+        "SELECT lifecycle_status",
+        sqlx::query(READ).persistent(false).fetch_all(&mut *tx),
+    )
+    .await?;
+    statement("COMMIT", tx.commit()).await?;
     for row in rows {
         let task: String = row.try_get("task")?;
         let detail: Option<String> = row.try_get("detail")?;

@@ -22,6 +22,7 @@ use sqlx::postgres::PgRow;
 
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
+use crate::telemetry;
 
 const RAW_BEST: &str = include_str!("sql/raw_best.sql");
 const INSIGHTS_BEST: &str = include_str!("sql/insights_best.sql");
@@ -210,8 +211,12 @@ impl MemoryStore {
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
         let statement = statement.bind(now);
+        let summary = match layer {
+            ItemLayer::Raw => "SELECT l0_raw ranked",
+            ItemLayer::Insight => "SELECT l2_insights ranked",
+        };
         let mut lease = self.lease().await?;
-        let rows = statement.fetch_all(lease.conn()).await?;
+        let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
         lease.done().await?;
         rows.iter()
             .map(|row| ranked(row, layer))
@@ -229,14 +234,17 @@ impl MemoryStore {
             .collect();
         let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
         let mut lease = self.lease().await?;
-        let rows = sqlx::query(HIT_DETAILS)
-            .bind(&layers)
-            .bind(&ids)
-            .bind(query)
-            .bind(&self.search_settings().languages)
-            .persistent(self.named_statements())
-            .fetch_all(lease.conn())
-            .await?;
+        let rows = telemetry::statement(
+            "SELECT hit_details",
+            sqlx::query(HIT_DETAILS)
+                .bind(&layers)
+                .bind(&ids)
+                .bind(query)
+                .bind(&self.search_settings().languages)
+                .persistent(self.named_statements())
+                .fetch_all(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         let mut hits = Vec::with_capacity(rows.len());
         for (row, rank) in rows.iter().zip(ranked) {
@@ -263,12 +271,15 @@ impl MemoryStore {
     /// After a search without hits: an error if the query could never match.
     async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
         let mut lease = self.lease().await?;
-        let row = sqlx::query(QUERY_SHAPE)
-            .bind(query)
-            .bind(&self.search_settings().languages)
-            .persistent(self.named_statements())
-            .fetch_one(lease.conn())
-            .await?;
+        let row = telemetry::statement(
+            "SELECT query_shape",
+            sqlx::query(QUERY_SHAPE)
+                .bind(query)
+                .bind(&self.search_settings().languages)
+                .persistent(self.named_statements())
+                .fetch_one(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         let empty: bool = row.try_get("empty")?;
         let unindexable: bool = row.try_get("unindexable")?;

@@ -15,6 +15,7 @@ use super::{
     SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn,
     Turn,
 };
+use crate::telemetry::{connection, statement};
 
 /// A timestamp column as RFC 3339 text in UTC with microseconds (sqlx has no time types here).
 macro_rules! rfc3339 {
@@ -180,9 +181,9 @@ impl MemoryStore {
     /// it. With named statements a plain pooled connection suffices.
     pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
         Ok(if self.named_statements {
-            Lease::Pooled(self.pool.acquire().await?)
+            Lease::Pooled(connection(self.pool.acquire()).await?)
         } else {
-            Lease::Transaction(self.pool.begin().await?)
+            Lease::Transaction(statement("BEGIN", connection(self.pool.begin())).await?)
         })
     }
 
@@ -205,14 +206,17 @@ impl MemoryStore {
     pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
         let mut lease = self.lease().await?;
-        let row = sqlx::query(INSERT_RAW)
-            .bind(&p.session_id)
-            .bind(p.speaker.as_str())
-            .bind(&p.content)
-            .bind(metadata)
-            .persistent(self.named_statements)
-            .fetch_one(lease.conn())
-            .await?;
+        let row = statement(
+            "INSERT l0_raw",
+            sqlx::query(INSERT_RAW)
+                .bind(&p.session_id)
+                .bind(p.speaker.as_str())
+                .bind(&p.content)
+                .bind(metadata)
+                .persistent(self.named_statements)
+                .fetch_one(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         Ok(StoredTurn {
             id: row.try_get("id")?,
@@ -226,31 +230,37 @@ impl MemoryStore {
     /// [`MemoryError::UnknownSources`] and nothing is stored.
     pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = statement("BEGIN", connection(self.pool.begin())).await?;
         if !insight.source_ids.is_empty() {
-            let missing: Vec<i64> = sqlx::query_scalar(MISSING_SOURCES)
-                .bind(&insight.source_ids)
-                .persistent(self.named_statements)
-                .fetch_all(&mut *tx)
-                .await?;
+            let missing: Vec<i64> = statement(
+                "SELECT l0_raw sources",
+                sqlx::query_scalar(MISSING_SOURCES)
+                    .bind(&insight.source_ids)
+                    .persistent(self.named_statements)
+                    .fetch_all(&mut *tx),
+            )
+            .await?;
             if !missing.is_empty() {
                 tx.rollback().await?;
                 return Err(MemoryError::UnknownSources(missing));
             }
         }
-        let row = sqlx::query(INSERT_INSIGHT)
-            .bind(&insight.content)
-            .bind(&insight.source_ids)
-            .bind(&insight.tags)
-            .bind(insight.importance)
-            .persistent(self.named_statements)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = statement(
+            "INSERT l2_insights",
+            sqlx::query(INSERT_INSIGHT)
+                .bind(&insight.content)
+                .bind(&insight.source_ids)
+                .bind(&insight.tags)
+                .bind(insight.importance)
+                .persistent(self.named_statements)
+                .fetch_one(&mut *tx),
+        )
+        .await?;
         let stored = StoredInsight {
             id: row.try_get("id")?,
             created_at: row.try_get("created_at")?,
         };
-        tx.commit().await?;
+        statement("COMMIT", tx.commit()).await?;
         Ok(stored)
     }
 
@@ -262,13 +272,16 @@ impl MemoryStore {
         let before_id = p.before_id.unwrap_or(i64::MAX);
         // One more than asked for tells whether older turns exist.
         let mut lease = self.lease().await?;
-        let rows = sqlx::query(SESSION_PAGE)
-            .bind(&p.session_id)
-            .bind(before_id)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
-            .persistent(self.named_statements)
-            .fetch_all(lease.conn())
-            .await?;
+        let rows = statement(
+            "SELECT l0_raw session",
+            sqlx::query(SESSION_PAGE)
+                .bind(&p.session_id)
+                .bind(before_id)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+                .persistent(self.named_statements)
+                .fetch_all(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         let more = rows.len() > limit;
         let mut turns = rows
@@ -294,15 +307,18 @@ impl MemoryStore {
     /// [`Forget`] for exactly what is erased and what is kept.
     pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = statement("BEGIN", connection(self.pool.begin())).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {
-                let raw = sqlx::query_scalar(DELETE_SESSION)
-                    .bind(session_id)
-                    .persistent(self.named_statements)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let raw = statement(
+                    "DELETE l0_raw session",
+                    sqlx::query_scalar(DELETE_SESSION)
+                        .bind(session_id)
+                        .persistent(self.named_statements)
+                        .fetch_all(&mut *tx),
+                )
+                .await?;
                 (raw, Vec::new())
             }
             ForgetTarget::Items(items) => {
@@ -318,20 +334,26 @@ impl MemoryStore {
                 let insights: Vec<i64> = if insight_ids.is_empty() {
                     Vec::new()
                 } else {
-                    sqlx::query_scalar(DELETE_INSIGHTS)
-                        .bind(&insight_ids)
-                        .persistent(self.named_statements)
-                        .fetch_all(&mut *tx)
-                        .await?
+                    statement(
+                        "DELETE l2_insights",
+                        sqlx::query_scalar(DELETE_INSIGHTS)
+                            .bind(&insight_ids)
+                            .persistent(self.named_statements)
+                            .fetch_all(&mut *tx),
+                    )
+                    .await?
                 };
                 let raw: Vec<i64> = if raw_ids.is_empty() {
                     Vec::new()
                 } else {
-                    sqlx::query_scalar(DELETE_RAW)
-                        .bind(&raw_ids)
-                        .persistent(self.named_statements)
-                        .fetch_all(&mut *tx)
-                        .await?
+                    statement(
+                        "DELETE l0_raw",
+                        sqlx::query_scalar(DELETE_RAW)
+                            .bind(&raw_ids)
+                            .persistent(self.named_statements)
+                            .fetch_all(&mut *tx),
+                    )
+                    .await?
                 };
                 let deleted_raw: HashSet<i64> = raw.iter().copied().collect();
                 let deleted_insights: HashSet<i64> = insights.iter().copied().collect();
@@ -349,13 +371,16 @@ impl MemoryStore {
         let mut unlinked: Vec<i64> = if raw_deleted.is_empty() {
             Vec::new()
         } else {
-            sqlx::query_scalar(UNLINK)
-                .bind(&raw_deleted)
-                .persistent(self.named_statements)
-                .fetch_all(&mut *tx)
-                .await?
+            statement(
+                "UPDATE l2_insights unlink",
+                sqlx::query_scalar(UNLINK)
+                    .bind(&raw_deleted)
+                    .persistent(self.named_statements)
+                    .fetch_all(&mut *tx),
+            )
+            .await?
         };
-        tx.commit().await?;
+        statement("COMMIT", tx.commit()).await?;
         unlinked.sort_unstable();
         Ok(ForgetReport {
             raw_deleted: count(raw_deleted.len()),
@@ -371,16 +396,22 @@ impl MemoryStore {
     /// for a status tool, too heavy for a liveness probe.
     pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
         let mut lease = self.lease().await?;
-        let row = sqlx::query(STATUS)
-            .persistent(self.named_statements)
-            .fetch_one(lease.conn())
-            .await?;
+        let row = statement(
+            "SELECT status",
+            sqlx::query(STATUS)
+                .persistent(self.named_statements)
+                .fetch_one(lease.conn()),
+        )
+        .await?;
         let has_history: bool = row.try_get("has_history")?;
         let schema_version = if has_history {
-            sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
-                .persistent(self.named_statements)
-                .fetch_one(lease.conn())
-                .await?
+            statement(
+                "SELECT refinery_schema_history",
+                sqlx::query_scalar::<_, Option<i32>>(SCHEMA_VERSION)
+                    .persistent(self.named_statements)
+                    .fetch_one(lease.conn()),
+            )
+            .await?
         } else {
             None
         };
@@ -400,11 +431,14 @@ impl MemoryStore {
     pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
         let limit = resolve_limit(Some(limit), &self.limits)?;
         let mut lease = self.lease().await?;
-        let rows = sqlx::query(RECENT_INSIGHTS)
-            .bind(i64::from(limit))
-            .persistent(self.named_statements)
-            .fetch_all(lease.conn())
-            .await?;
+        let rows = statement(
+            "SELECT l2_insights recent",
+            sqlx::query(RECENT_INSIGHTS)
+                .bind(i64::from(limit))
+                .persistent(self.named_statements)
+                .fetch_all(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         Ok(rows
             .iter()
@@ -465,7 +499,7 @@ impl Lease {
     pub(super) async fn done(self) -> Result<(), sqlx::Error> {
         match self {
             Lease::Pooled(_) => Ok(()),
-            Lease::Transaction(tx) => tx.commit().await,
+            Lease::Transaction(tx) => statement("COMMIT", tx.commit()).await,
         }
     }
 }
