@@ -177,12 +177,13 @@ impl MemoryStore {
     /// mode) it holds a transaction: sqlx sends Parse/Describe and Bind/Execute as two
     /// exchanges, each ending in Sync, and between them PgBouncer would hand the server
     /// connection — and its unnamed statement — to another client. An open transaction keeps
-    /// it. With named statements a plain pooled connection suffices.
+    /// it. With named statements a plain pooled connection suffices. Every connection of the
+    /// tools comes through [`db::acquire`], which rides out a password rotation's window.
     pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
         Ok(if self.named_statements {
-            Lease::Pooled(self.pool.acquire().await?)
+            Lease::Pooled(db::acquire(&self.pool).await?)
         } else {
-            Lease::Transaction(self.pool.begin().await?)
+            Lease::Transaction(db::begin(&self.pool).await?)
         })
     }
 
@@ -226,7 +227,7 @@ impl MemoryStore {
     /// [`MemoryError::UnknownSources`] and nothing is stored.
     pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db::begin(&self.pool).await?;
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = sqlx::query_scalar(MISSING_SOURCES)
                 .bind(&insight.source_ids)
@@ -294,7 +295,7 @@ impl MemoryStore {
     /// [`Forget`] for exactly what is erased and what is kept.
     pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = db::begin(&self.pool).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {
