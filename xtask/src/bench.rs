@@ -13,12 +13,15 @@
 //!   and 2,000 with `--quick`) for common and rare words, several words, a phrase and a session;
 //! - `db::migrate` of an empty database and `db::fingerprint`;
 //! - `cognitive-memory-mcp backup` of the seeded database (after the load) and `restore` of that
-//!   backup into a new, empty database: the recovery time (RTO) of the seeded size.
+//!   backup into a new, empty database: the recovery time (RTO) of the seeded size;
+//! - with `--replicas` instead of all that: store and search throughput against 1 and 3 replicas
+//!   on one database (bench/replicas.rs).
 
 mod config_load;
 pub(crate) mod http;
 pub(crate) mod load;
 mod relevance;
+mod replicas;
 pub(crate) mod report;
 mod seed;
 pub(crate) mod server;
@@ -83,6 +86,11 @@ pub struct BenchOptions {
     /// PostgreSQL's default durability).
     #[arg(long)]
     pub fsync_off_row: bool,
+    /// Only the replica figures: store_raw_dialogue and search_memory at 32 clients against 1
+    /// and against 3 server replicas on one database, each behind a round-robin TCP proxy in
+    /// this process, with the CPU each part used. Not with `--write-doc` or `--http-only`.
+    #[arg(long, conflicts_with_all = ["write_doc", "http_only", "fsync_off_row", "telemetry_only"])]
+    pub replicas: bool,
     /// Measure this server binary instead of building the release binary (for tests).
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
@@ -108,6 +116,9 @@ impl BenchOptions {
         }
         if self.fsync_off_row {
             command.push_str(" --fsync-off-row");
+        }
+        if self.replicas {
+            command.push_str(" --replicas");
         }
         if let Some(binary) = &self.binary {
             command.push_str(&format!(" --binary {}", binary.display()));
@@ -199,6 +210,8 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         runtime.block_on(measure_telemetry_only(
             root, &binary, &cluster, &profile, options,
         ))?
+    } else if options.replicas {
+        runtime.block_on(measure_replicas(root, &binary, &cluster, &profile, options))?
     } else {
         runtime.block_on(measure(root, &binary, &cluster, &profile, options))?
     };
@@ -302,18 +315,7 @@ async fn measure(
 ) -> Result<Report> {
     let mut figures = Vec::new();
     let mut notes = Vec::new();
-    let postgresql: String = {
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&cluster.admin_url("postgres"))
-            .await?;
-        let version = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(&pool)
-            .await?;
-        pool.close().await;
-        version
-    };
-    let machine = Machine::describe(postgresql);
+    let machine = Machine::describe(server_version(cluster).await?);
 
     if !options.http_only {
         figures.extend(fixed_costs(root, binary, cluster, profile).await?);
@@ -443,14 +445,71 @@ async fn measure(
         );
     }
 
-    Ok(Report {
+    Ok(report(options, profile, machine, figures, notes))
+}
+
+/// The report of this run, dated now.
+fn report(
+    options: &BenchOptions,
+    profile: &Profile,
+    machine: Machine,
+    figures: Vec<Figure>,
+    notes: Vec<String>,
+) -> Report {
+    Report {
         command: options.command(),
         mode: profile.name,
         machine,
         date: now_utc(),
         figures,
         notes,
-    })
+    }
+}
+
+/// `--replicas`: the replica rows alone (see bench/replicas.rs).
+async fn measure_replicas(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+    options: &BenchOptions,
+) -> Result<Report> {
+    let machine = Machine::describe(server_version(cluster).await?);
+    println!("bench: replicas (1 and 3 on one database, through a round-robin proxy)");
+    let timing = replicas::Timing {
+        warmup: profile.load_warmup,
+        duration: profile.load_duration,
+        runs: profile.load_runs,
+    };
+    let figures = replicas::measure(root, binary, cluster, timing).await?;
+    let notes = vec![
+        "Replica rows: the servers (`--env test`, config/config.yaml, a pool of 10 connections \
+         each) run on this machine with the database and the load generator; 32 closed-loop \
+         clients, each on its own keep-alive connection through a round-robin TCP proxy in the \
+         load generator's process (one backend per connection, as a Service picks one), for 1 \
+         replica as for 3. The database holds 20,000 seeded turns and 2,000 insights; \
+         search_memory asks one or two common words. \"cores busy\" (printed and in the JSON) is \
+         CPU time per second of the measured window from /proc: the replicas, this process \
+         (proxy and load generator), and the rest of the machine (PostgreSQL and anything else \
+         running)."
+            .to_owned(),
+        "PostgreSQL: a throwaway cluster of pg-harness at PostgreSQL's default durability \
+         (fsync, full_page_writes and synchronous_commit on)."
+            .to_owned(),
+    ];
+    Ok(report(options, profile, machine, figures, notes))
+}
+
+async fn server_version(cluster: &TestCluster) -> Result<String> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cluster.admin_url("postgres"))
+        .await?;
+    let version = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+    Ok(version)
 }
 
 async fn telemetry_overhead(

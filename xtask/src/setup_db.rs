@@ -213,6 +213,7 @@ fn database_config(url: SecretString, wait_secs: u64) -> db::DatabaseConfig {
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 2,
+            max_lifetime_secs: 1800,
         },
         acquire_timeout_secs: 10,
         connect_wait_secs: wait_secs,
@@ -426,6 +427,7 @@ async fn compare_with_production(root: &Path, environment: Environment, pool: &P
         pool: db::PoolConfig {
             min_connections: 0,
             max_connections: 1,
+            max_lifetime_secs: 1800,
         },
         acquire_timeout_secs: PRODUCTION_WAIT.as_secs(),
         connect_wait_secs: PRODUCTION_WAIT.as_secs(),

@@ -1,10 +1,12 @@
-//! `cargo xtask bench --quick --json FILE` runs end to end against the real server binary and a
-//! throwaway cluster, and the JSON holds every figure with sane values. No timing is asserted:
+//! `cargo xtask bench --quick --json FILE` (and the same with `--replicas`) runs end to end
+//! against the real server binary and a throwaway cluster, and the JSON holds every figure with
+//! sane values. No timing is asserted:
 //! goals are judged by the benchmark itself, on a quiet machine (docs/benchmarks.md).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -53,6 +55,46 @@ const GOALS: &[&str] = &[
     "telemetry.overhead.store_raw_dialogue.c32",
 ];
 
+/// One benchmark at a time: two at once on 2 cores would measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// `xtask bench ARGS --json FILE --binary <this build's server>`: the parsed JSON report.
+fn bench(args: &[&str]) -> Value {
+    // The server binary of this workspace build (the release build is the benchmark's own
+    // business; a test must not wait for it).
+    let server = Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("cognitive-memory-mcp");
+    assert!(
+        server.exists(),
+        "{} is missing: run the workspace tests (`cargo test --workspace`)",
+        server.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--binary")
+        .arg(&server)
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    println!(
+        "xtask bench {} took {:.0} s",
+        args.join(" "),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
 fn positive(figure: &Value, field: &str) -> f64 {
     let value = figure[field]
         .as_f64()
@@ -67,34 +109,8 @@ fn positive(figure: &Value, field: &str) -> f64 {
 
 #[test]
 fn the_quick_benchmark_reports_every_figure() {
-    // The server binary of this workspace build (the release build is the benchmark's own
-    // business; a test must not wait for it).
-    let server = Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("cognitive-memory-mcp");
-    assert!(
-        server.exists(),
-        "{} is missing: run the workspace tests (`cargo test --workspace`)",
-        server.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["bench", "--quick", "--json"])
-        .arg(&json)
-        .arg("--binary")
-        .arg(&server)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    println!(
-        "xtask bench --quick took {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(output.status.success(), "{}\n{stderr}", output.status);
-
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let report = bench(&["--quick"]);
     assert_eq!(report["mode"], "quick");
     assert!(
         report["command"]
@@ -185,4 +201,47 @@ fn the_quick_benchmark_reports_every_figure() {
     assert!(overhead["scrapes"].as_u64().unwrap() > 0, "{overhead}");
     assert_eq!(overhead["errors"].as_u64(), Some(0), "{overhead}");
     assert!(report["missed"].is_array());
+}
+
+#[test]
+fn the_quick_replica_benchmark_reports_store_and_search_for_one_and_three_replicas() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let report = bench(&["--quick", "--replicas"]);
+    assert!(
+        report["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("cargo xtask bench --quick --json")
+            && report["command"].as_str().unwrap().contains(" --replicas")
+    );
+    let figures = report["figures"].as_array().unwrap();
+    let keys: BTreeSet<&str> = figures.iter().map(|f| f["key"].as_str().unwrap()).collect();
+    let expected: BTreeSet<&str> = [
+        "replicas.store_raw_dialogue.r1.c32",
+        "replicas.search_memory.r1.c32",
+        "replicas.store_raw_dialogue.r3.c32",
+        "replicas.search_memory.r3.c32",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys, expected);
+    for figure in figures {
+        let key = figure["key"].as_str().unwrap();
+        positive(figure, "throughput");
+        assert_eq!(figure["clients"].as_u64(), Some(32), "{key}");
+        assert_eq!(
+            figure["errors"].as_u64(),
+            Some(0),
+            "{key}: {}",
+            figure["error_kinds"]
+        );
+        positive(figure, "cores_busy_replicas");
+        positive(figure, "cores_busy_load_generator_and_proxy");
+        assert!(
+            figure["cores_busy_rest_postgresql_and_others"]
+                .as_f64()
+                .unwrap()
+                >= 0.0
+        );
+    }
 }

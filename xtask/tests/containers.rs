@@ -11,10 +11,19 @@
 //! a test prints `skipped: <reason>` and passes — unless `COGMEM_REQUIRE_PODMAN=1` (set by
 //! `.ci/run`), which turns a skip into a failure.
 //!
+//! `podman kube play` runs the rendered production Deployment (kubectl kustomize), changed only
+//! where podman 4.3 on this machine needs it (host network, one replica, Secret volume files
+//! prepared on the host; the test says why at each change), and `podman kube down` removes it.
+//! Without kubectl it skips, failing under `COGMEM_REQUIRE_KUBERNETES=1`.
+//!
 //! podman schedules health checks with systemd timers, which do not exist here; the tests run
 //! `podman healthcheck run` themselves, which executes the image's HEALTHCHECK
 //! (`health --ready`) inside the container and records the state, as the timer would.
 
+#[path = "../../crates/server/tests/support/mcp_client.rs"]
+mod mcp_client;
+#[path = "../../crates/server/tests/support/mcp_http.rs"]
+mod mcp_http;
 #[path = "support/run.rs"]
 mod run;
 
@@ -25,11 +34,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use config_core::Environment;
+use mcp_client::call;
+use mcp_http::get_json;
 use pg_harness::{TestCluster, TestDatabase};
-use rmcp::model::CallToolRequestParams;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt, service::RunningService};
+use rmcp::model::ProtocolVersion;
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -178,6 +186,30 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Non-root, no capabilities, no privilege escalation, read-only root: the process as the
+    /// kernel sees it, and the root file system as podman mounted it.
+    #[track_caller]
+    fn assert_confined(&self) {
+        let pid = self.inspect("{{.State.Pid}}");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(field("Uid:"), "65532 65532 65532 65532");
+        assert_eq!(field("CapEff:"), "0000000000000000");
+        assert_eq!(field("CapBnd:"), "0000000000000000");
+        assert_eq!(field("NoNewPrivs:"), "1");
+        assert_eq!(self.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    }
+}
+
 impl Drop for Container {
     fn drop(&mut self) {
         podman(&["rm", "-f", "-t", "0", &self.0]);
@@ -290,23 +322,22 @@ async fn wait_ready(base: &str, container: &Container) {
     }
 }
 
-async fn mcp_client(base: &str) -> RunningService<RoleClient, ()> {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(TOKEN),
-    );
-    ().serve(transport).await.unwrap()
+async fn mcp_client(base: &str) -> mcp_client::Client {
+    mcp_client::connect(base, TOKEN, ProtocolVersion::V_2026_07_28).await
 }
 
-async fn call(client: &RunningService<RoleClient, ()>, tool: &str, arguments: Value) -> Value {
-    let Value::Object(arguments) = arguments else {
-        panic!("arguments must be an object")
-    };
-    let result = client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
-        .await
-        .unwrap();
-    assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.content);
-    result.structured_content.unwrap()
+/// Stores `content` in `session` and finds it again by `word`, the only match on a fresh database.
+async fn store_and_find(mcp: &mcp_client::Client, session: &str, content: &str, word: &str) {
+    call(
+        mcp,
+        "store_raw_dialogue",
+        json!({"session_id": session, "speaker": "user", "content": content}),
+    )
+    .await;
+    let found = call(mcp, "search_memory", json!({"query": word})).await;
+    let hits = found["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{found}");
+    assert_eq!(hits[0]["session_id"], session, "{found}");
 }
 
 /// The merged view of one key of a service, read from the base file and the override.
@@ -359,43 +390,13 @@ async fn the_image_runs_read_only_as_non_root_with_file_secrets_serves_and_stops
         started.elapsed().as_secs_f64()
     );
 
-    // Non-root, read-only, no capabilities: the process as the kernel sees it.
-    let pid = container.inspect("{{.State.Pid}}");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    assert_eq!(field("Uid:"), "65532 65532 65532 65532");
-    assert_eq!(field("CapEff:"), "0000000000000000");
-    assert_eq!(field("CapBnd:"), "0000000000000000");
-    assert_eq!(field("NoNewPrivs:"), "1");
-    assert_eq!(container.inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    container.assert_confined();
 
     let client = reqwest::Client::new();
-    let health: Value = client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&client, &format!("{base}/health")).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["environment"], "staging");
-    let ready: Value = client
-        .get(format!("{base}/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = get_json(&client, &format!("{base}/ready")).await;
     assert_eq!(ready["status"], "ready", "{ready}");
 
     // The token came from /run/secrets/mcp-auth-token: without it /mcp refuses.
@@ -427,16 +428,7 @@ async fn the_image_runs_read_only_as_non_root_with_file_secrets_serves_and_stops
             "store_raw_dialogue"
         ]
     );
-    call(
-        &mcp,
-        "store_raw_dialogue",
-        json!({"session_id": "container", "speaker": "user", "content": "a periwinkle submarine"}),
-    )
-    .await;
-    let found = call(&mcp, "search_memory", json!({"query": "periwinkle"})).await;
-    let hits = found["hits"].as_array().unwrap();
-    assert_eq!(hits.len(), 1, "{found}");
-    assert_eq!(hits[0]["session_id"], "container", "{found}");
+    store_and_find(&mcp, "container", "a periwinkle submarine", "periwinkle").await;
     mcp.cancel().await.unwrap();
 
     // The image's HEALTHCHECK (`health --ready`, run inside the container).
@@ -805,6 +797,194 @@ async fn podman_compose_brings_up_staging_migrate_then_server_and_it_turns_healt
             .status
             .success()
     );
+}
+
+/// `kubectl` for `kubectl kustomize`, or why the Kubernetes test cannot run (a failure under
+/// `COGMEM_REQUIRE_KUBERNETES=1`, which `.ci/run` sets where kubectl exists).
+fn kubectl() -> Option<PathBuf> {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("kubectl"))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        let reason = "kubectl is not on PATH (it renders deploy/kubernetes with its kustomize)";
+        if std::env::var_os("COGMEM_REQUIRE_KUBERNETES").is_some_and(|v| v == "1") {
+            panic!("COGMEM_REQUIRE_KUBERNETES=1 but {reason}");
+        }
+        eprintln!("skipped: {reason}");
+    }
+    found
+}
+
+/// A YAML document as JSON, which `podman kube play` reads as well (YAML is a superset).
+fn yaml_to_json(yaml: &Yaml) -> Value {
+    match yaml {
+        Yaml::String(text) => Value::String(text.clone()),
+        Yaml::Real(text) => text
+            .parse::<f64>()
+            .map_or_else(|_| Value::String(text.clone()), |f| json!(f)),
+        Yaml::Integer(n) => json!(n),
+        Yaml::Boolean(b) => json!(b),
+        Yaml::Array(items) => Value::Array(items.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+                        Yaml::Integer(n) => n.to_string(),
+                        Yaml::Boolean(b) => b.to_string(),
+                        other => panic!("unexpected key {other:?}"),
+                    };
+                    (key, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Yaml::Null => Value::Null,
+        other => panic!("unexpected YAML node {other:?}"),
+    }
+}
+
+/// `podman kube down` of the played file when dropped, so a failed assertion leaves nothing.
+struct KubeDown(PathBuf);
+
+impl Drop for KubeDown {
+    fn drop(&mut self) {
+        podman(&["kube", "down", &self.0.display().to_string()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn podman_kube_play_runs_the_rendered_production_deployment_against_a_host_cluster() {
+    let Some(kubectl) = kubectl() else {
+        return;
+    };
+    let catatonit = ["/usr/libexec/podman/catatonit", "/usr/bin/catatonit"];
+    if !catatonit.iter().any(|path| Path::new(path).exists()) {
+        return skip(
+            "catatonit is not installed (apt-get install catatonit): podman kube play builds its pause image from it",
+        );
+    }
+    if let Err(reason) = image() {
+        return skip(&reason);
+    }
+    let overlay = repo().join("deploy/kubernetes/overlays/production");
+    let rendered = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "kubectl kustomize: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let mut documents: Vec<Value> =
+        YamlLoader::load_from_str(&String::from_utf8(rendered.stdout).unwrap())
+            .unwrap()
+            .iter()
+            .map(yaml_to_json)
+            .collect();
+
+    let database = database(Environment::Production).await;
+    let secrets = secrets_dir(&database.url, TOKEN);
+    let port = free_port();
+    // What this machine needs changed, and nothing else: podman runs the other kinds
+    // (ServiceAccount, Service, PodDisruptionBudget, HorizontalPodAutoscaler, Job,
+    // NetworkPolicy) not at all and ignores them.
+    let mut image_name = String::new();
+    for document in &mut documents {
+        match document["kind"].as_str() {
+            Some("ConfigMap") if document["data"]["COGMEM__SERVER__HTTP__BIND"].is_string() => {
+                // The host network (below) has no pod IP of its own: a free loopback port.
+                document["data"]["COGMEM__SERVER__HTTP__BIND"] = json!(format!("127.0.0.1:{port}"));
+            }
+            Some("Deployment") => {
+                // One pod: replicas would share the host network's port.
+                document["spec"]["replicas"] = json!(1);
+                let pod = &mut document["spec"]["template"]["spec"];
+                // The cluster listens on the host's 127.0.0.1, which only the host network
+                // reaches (a pod network would make it a remote, TLS-requiring host).
+                pod["hostNetwork"] = json!(true);
+                let server = &mut pod["containers"][0];
+                image_name = server["image"].as_str().unwrap().to_owned();
+                // podman 4.3 refuses port mappings on the host network.
+                server.as_object_mut().unwrap().remove("ports");
+                // podman 4.3 writes Secret volume files at 0644 whatever `defaultMode` says
+                // (the kubelet writes 0440 for fsGroup), which the daemon rightly refuses: the
+                // same files, prepared as an operator would, from the host.
+                for volume in pod["volumes"].as_array_mut().unwrap() {
+                    if volume.get("secret").is_some() {
+                        let volume = volume.as_object_mut().unwrap();
+                        volume.remove("secret");
+                        volume.insert(
+                            "hostPath".to_owned(),
+                            json!({"path": secrets.path(), "type": "Directory"}),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The image the manifest names is the one `cargo xtask image` built for this run.
+    assert!(
+        image_name.starts_with("localhost/cognitive-memory-mcp:"),
+        "{image_name}"
+    );
+    podman_ok(&["tag", IMAGE, &image_name]);
+    let work = tempfile::tempdir().unwrap();
+    let manifest = work.path().join("production.json");
+    let text: Vec<String> = documents.iter().map(Value::to_string).collect();
+    std::fs::write(&manifest, text.join("\n---\n")).unwrap();
+    let file = manifest.display().to_string();
+    // A pod left by an interrupted run would block the fixed pod name.
+    podman(&["kube", "down", &file]);
+    let started = Instant::now();
+    let played = podman(&["kube", "play", &file]);
+    let down = KubeDown(manifest.clone());
+    assert!(
+        played.status.success(),
+        "podman kube play: {}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    let server = Container("cognitive-memory-mcp-pod-0-server".to_owned());
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &server).await;
+    eprintln!(
+        "kube play → /ready 200: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The Deployment's pod and container security context and memory limit, as podman applied them.
+    server.assert_confined();
+    assert_eq!(
+        server.inspect("{{.Config.User}} {{.HostConfig.Memory}}"),
+        format!("65532:65532 {}", 256u64 << 20)
+    );
+    let ready = get_json(&reqwest::Client::new(), &format!("{base}/ready")).await;
+    assert_eq!(ready["environment"], "production", "{ready}");
+
+    // An MCP round trip with the token from the mounted secret file.
+    let mcp = mcp_client(&base).await;
+    store_and_find(&mcp, "kube", "a vermilion lighthouse", "vermilion").await;
+    mcp.cancel().await.unwrap();
+
+    let logs = server.logs();
+    let password = url::Url::parse(&database.url)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_owned();
+    for secret in [TOKEN, password.as_str()] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
+    }
+    drop(down);
+    assert!(
+        !podman(&["pod", "exists", "cognitive-memory-mcp-pod-0"])
+            .status
+            .success(),
+        "podman kube down left the pod"
+    );
+    podman(&["rmi", &image_name]);
 }
 
 /// An RFC 3339 UTC time (`2026-12-01T22:51:29.022942758Z`, fraction of any length) as its date

@@ -12,7 +12,9 @@ use crate::connect::{is_local, is_plaintext_to_remote};
 #[derive(Debug, Config)]
 #[config(validate = validate_database)]
 pub struct DatabaseConfig {
-    /// PostgreSQL connection URL (`postgres://user:password@host:port/database?sslmode=…`).
+    /// PostgreSQL connection URL (`postgres://user:password@host:port/database?sslmode=…`). Its
+    /// password is rotated without a restart by `cargo xtask rotate-db-password` and a reload
+    /// (docs/systemd-deployment.md, "Rotating secrets without a restart").
     #[config(alias = "DATABASE_URL", redact = "url")]
     pub url: SecretString,
     /// A direct connection URL (no pooler) for migrations, stamping and the session advisory
@@ -60,6 +62,11 @@ pub struct PoolConfig {
     /// Most connections open at once.
     #[config(default = "10")]
     pub max_connections: u32,
+    /// Seconds after which an idle pooled connection is closed and replaced by a new one; 0 keeps
+    /// connections as long as they work. Bounds how long connections opened before a password
+    /// rotation (still logged in with the old password) or before a server failover live on.
+    #[config(default = "1800")]
+    pub max_lifetime_secs: u64,
 }
 
 fn validate_database(db: &DatabaseConfig, v: &mut Validator<'_>) {

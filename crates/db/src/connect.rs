@@ -56,15 +56,15 @@ pub async fn connect(
 ) -> Result<PgPool, DbError> {
     let target = Target::new(config, &config.url)?;
     wait_for_server(config, &target, on_progress).await?;
-    let mut options = target.options;
-    if !config.prepared_statements {
-        // Statements are unnamed (`persistent(false)` at every call site); nothing to cache.
-        options = options.statement_cache_capacity(0);
-    }
+    let options = pool_options(config, target.options);
     Ok(PgPoolOptions::new()
         .min_connections(config.pool.min_connections)
         .max_connections(config.pool.max_connections)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
+        .max_lifetime(
+            (config.pool.max_lifetime_secs > 0)
+                .then(|| Duration::from_secs(config.pool.max_lifetime_secs)),
+        )
         .connect_lazy_with(options))
 }
 
@@ -83,6 +83,17 @@ pub async fn connect_direct(
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(config.acquire_timeout_secs))
         .connect_lazy_with(target.options))
+}
+
+/// What the main pool's connections use besides the URL's own options; shared by [`connect`]
+/// and [`switch_credentials`], so that a reload keeps them.
+fn pool_options(config: &DatabaseConfig, options: PgConnectOptions) -> PgConnectOptions {
+    if config.prepared_statements {
+        options
+    } else {
+        // Statements are unnamed (`persistent(false)` at every call site); nothing to cache.
+        options.statement_cache_capacity(0)
+    }
 }
 
 /// One URL's parsed options, how to name it in messages, and how to keep its password out of them.
@@ -226,20 +237,22 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// Puts a new `database.url` (normally a rotated password) into effect for `pool` without
-/// dropping it: the URL is first tried with one connection, so a wrong password changes nothing;
-/// then new pool connections use it while the open ones go on until they are recycled.
-pub async fn switch_credentials(pool: &PgPool, config: &DatabaseConfig) -> Result<(), DbError> {
-    let raw = config.url.expose_secret();
-    let url = redacted_url(raw);
-    let scrubber = Scrubber::for_url(raw);
-    let options = PgConnectOptions::from_str(raw).map_err(|err| DbError::InvalidUrl {
-        url: url.clone(),
-        reason: scrubber.scrub(&err.to_string()),
-    })?;
-    if config.require_tls && is_plaintext_to_remote(&options) {
-        return Err(DbError::PlaintextRefused { url });
-    }
+/// Puts `new_url` (normally `database.url` with a rotated password) into effect for `pool`, which
+/// [`connect`] built from `running`, without dropping it: the URL is first tried with one
+/// connection, so a wrong password changes nothing; then new pool connections use it while the
+/// open ones go on until they are recycled (`database.pool.max_lifetime_secs`). Everything else
+/// stays as `running` set it (`database.ssl_root_cert`, the statement cache, the TLS policy).
+/// Requests waiting in [`acquire`](crate::acquire) for a refused password go on with the new one.
+pub async fn switch_credentials(
+    pool: &PgPool,
+    running: &DatabaseConfig,
+    new_url: &SecretString,
+) -> Result<(), DbError> {
+    let Target {
+        options,
+        url,
+        scrubber,
+    } = Target::new(running, new_url)?;
     match PgConnection::connect_with(&options).await {
         Ok(conn) => {
             let _ = conn.close().await;
@@ -255,6 +268,7 @@ pub async fn switch_credentials(pool: &PgPool, config: &DatabaseConfig) -> Resul
             })?;
         }
     }
-    pool.set_connect_options(options);
+    pool.set_connect_options(pool_options(running, options));
+    crate::acquire::credentials_switched();
     Ok(())
 }

@@ -28,6 +28,7 @@
 //!
 //! Invariant: no error, `Debug` or `Display` output of this crate contains a database password.
 
+mod acquire;
 mod catalog;
 mod config;
 mod connect;
@@ -41,6 +42,7 @@ mod role;
 mod scram;
 mod stamp;
 
+pub use acquire::{acquire, begin};
 pub use config::{DatabaseConfig, PoolConfig};
 pub use connect::{ConnectProgress, connect, connect_direct, switch_credentials};
 pub use error::DbError;

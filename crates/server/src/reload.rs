@@ -83,7 +83,9 @@ pub(crate) async fn reload(
             // Another host, database or role is another database: its stamp was never checked.
             restart.push("database.url");
         } else {
-            match db::switch_credentials(live.pool, &new.database).await {
+            match db::switch_credentials(live.pool, &current.config.database, &new.database.url)
+                .await
+            {
                 Ok(()) => {
                     applied.push("database.url");
                     current.config.database.url = new.database.url.clone();

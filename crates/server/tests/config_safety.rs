@@ -115,7 +115,10 @@ fn rule(
             }
             None => {
                 assert_eq!(code, 0, "{environment}:\n{text}");
-                assert!(text.contains("(0 warnings)"), "{environment}:\n{text}");
+                assert!(
+                    text.contains(&format!("configuration OK for {environment} (0 warnings)")),
+                    "{environment}:\n{text}"
+                );
             }
         }
     }

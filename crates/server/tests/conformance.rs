@@ -14,15 +14,21 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/npm.rs"]
+mod npm;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use config_core::Environment;
-use daemon::{BIN, Launch, stamped_database};
+use daemon::{Launch, stamped_database};
 
-const CONFORMANCE_VERSION: &str = "0.1.13";
+const CONFORMANCE: npm::NpmTool = npm::NpmTool {
+    name: "conformance",
+    package: "@modelcontextprotocol/conformance",
+    version: "0.1.13",
+    launcher: "conformance",
+};
 const SCENARIOS: [&str; 7] = [
     "server-initialize",
     "ping",
@@ -35,17 +41,8 @@ const SCENARIOS: [&str; 7] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_conformance_suite_passes_its_applicable_server_scenarios() {
-    let suite = match install_suite() {
-        Ok(path) => path,
-        Err(reason) => {
-            if std::env::var_os("COGMEM_REQUIRE_CONFORMANCE").is_some_and(|v| v == "1") {
-                panic!(
-                    "COGMEM_REQUIRE_CONFORMANCE=1 but the conformance suite is unavailable: {reason}"
-                );
-            }
-            eprintln!("skipped: {reason}");
-            return;
-        }
+    let Some(suite) = npm::launcher_or_skip(&CONFORMANCE, "COGMEM_REQUIRE_CONFORMANCE") else {
+        return;
     };
     let database = stamped_database(Environment::Development).await;
     let mut launch = Launch::http(&database.url).env("COGMEM__SERVER__AUTH__REQUIRED", "false");
@@ -103,68 +100,4 @@ fn passed_all(summary: &str) -> bool {
         }
         None => false,
     }
-}
-
-fn install_suite() -> Result<PathBuf, String> {
-    let target = Path::new(BIN)
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    let dir = target.join(format!("npm-conformance-{CONFORMANCE_VERSION}"));
-    let launcher = |dir: &Path| dir.join("node_modules/.bin/conformance");
-    if launcher(&dir).exists() {
-        return Ok(launcher(&dir));
-    }
-    for tool in ["node", "npm"] {
-        let probe = Command::new(tool)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output();
-        match probe {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => return Err(format!("`{tool} --version` failed: {output:?}")),
-            Err(err) => return Err(format!("`{tool}` is not available: {err}")),
-        }
-    }
-    // Staged per process and renamed into place, so concurrent runs never share a tree.
-    let staging = target.join(format!(
-        "npm-conformance-{CONFORMANCE_VERSION}.{}.partial",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|err| format!("{}: {err}", staging.display()))?;
-    let started = Instant::now();
-    let output = Command::new("npm")
-        .args(["install", "--prefix"])
-        .arg(&staging)
-        .args(["--no-audit", "--no-fund", "--loglevel=error"])
-        .arg(format!(
-            "@modelcontextprotocol/conformance@{CONFORMANCE_VERSION}"
-        ))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("cannot run npm install: {err}"))?;
-    if !output.status.success() || !launcher(&staging).exists() {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(format!(
-            "npm install @modelcontextprotocol/conformance@{CONFORMANCE_VERSION} failed ({:?}): {}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    if let Err(err) = std::fs::rename(&staging, &dir) {
-        let _ = std::fs::remove_dir_all(&staging);
-        if !launcher(&dir).exists() {
-            return Err(format!(
-                "cannot move the install to {}: {err}",
-                dir.display()
-            ));
-        }
-    }
-    eprintln!(
-        "installed the MCP conformance suite {CONFORMANCE_VERSION} into {} in {:.1?}",
-        dir.display(),
-        started.elapsed()
-    );
-    Ok(launcher(&dir))
 }

@@ -180,6 +180,7 @@ fn production_database() -> String {
             pool: db::PoolConfig {
                 min_connections: 0,
                 max_connections: 1,
+                max_lifetime_secs: 1800,
             },
             acquire_timeout_secs: 5,
             connect_wait_secs: 5,

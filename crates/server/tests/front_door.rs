@@ -14,54 +14,26 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mcp_http.rs"]
+mod mcp_http;
 
 use std::time::{Duration, Instant};
 
 use config_core::Environment;
 use daemon::{Launch, TOKEN};
+use mcp_http::{meta, post, tool_call};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const ONE_SECOND: Duration = Duration::from_secs(1);
 
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "front-door", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    })
-}
-
-fn tool_call(tool: &str, arguments: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-           "params": {"name": tool, "arguments": arguments, "_meta": meta()}})
-}
-
-fn post(
-    http: &reqwest::Client,
-    base: &str,
-    method: &str,
-    name: Option<&str>,
-) -> reqwest::RequestBuilder {
-    let mut request = http
-        .post(format!("{base}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if let Some(name) = name {
-        request = request.header("mcp-name", name);
-    }
-    request
-}
-
 /// An authenticated `memory_status` call; the elapsed time, or what went wrong.
 async fn status_call(http: &reqwest::Client, base: &str) -> Result<Duration, String> {
     let started = Instant::now();
     let response = post(http, base, "tools/call", Some("memory_status"))
         .bearer_auth(TOKEN)
-        .json(&tool_call("memory_status", json!({})))
+        .json(&tool_call(7, "memory_status", json!({})))
         .send()
         .await
         .map_err(|err| format!("tools/call: {err}"))?;
@@ -322,6 +294,7 @@ async fn two_hundred_concurrent_megabyte_bodies_keep_rss_bounded() {
     let mut calls = Vec::new();
     for index in 0..200 {
         let body = tool_call(
+            7,
             "store_raw_dialogue",
             json!({"session_id": format!("big-{index}"), "speaker": "user", "content": content}),
         );
@@ -505,7 +478,7 @@ async fn unauthenticated_noise_cannot_lock_out_the_authenticated_client() {
             .map(|index| {
                 let request = post(&http, &base, "tools/call", Some("memory_status"))
                     .bearer_auth(format!("guess-{round}-{index}"))
-                    .json(&tool_call("memory_status", json!({})));
+                    .json(&tool_call(7, "memory_status", json!({})));
                 tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
             })
             .collect();

@@ -3,56 +3,23 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mcp_client.rs"]
+mod mcp_client;
+#[path = "support/mcp_http.rs"]
+mod mcp_http;
 
 use std::time::Duration;
 
 use config_core::Environment;
 use daemon::{Launch, TOKEN, stamped_database};
-use rmcp::model::{CallToolRequestParams, ProtocolVersion};
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientServiceExt, RoleClient};
-use serde_json::{Value, json};
+use mcp_client::{call, connect};
+use mcp_http::{discover, post};
+use rmcp::model::ProtocolVersion;
+use serde_json::json;
 
-type Client = RunningService<RoleClient, ()>;
-
-async fn mcp_client(base: &str, era: ProtocolVersion) -> Client {
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp")).auth_header(TOKEN),
-    );
-    ().serve_with_lifecycle(transport, daemon::lifecycle(&era))
-        .await
-        .unwrap()
-}
-
-async fn call(client: &Client, tool: &str, arguments: Value) -> Value {
-    let Value::Object(arguments) = arguments else {
-        panic!("arguments must be an object")
-    };
-    let result = client
-        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments))
-        .await
-        .unwrap();
-    assert_ne!(result.is_error, Some(true), "{tool}: {:?}", result.content);
-    result.structured_content.unwrap()
-}
-
-/// A raw JSON-RPC POST to `/mcp` in the modern era.
-fn modern_post(client: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
-    client
-        .post(format!("{base}/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "server/discover")
-}
-
-fn discover_body() -> Value {
-    json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {}}}})
+/// A modern-era `server/discover` POST without a token.
+fn modern_post(http: &reqwest::Client, base: &str) -> reqwest::RequestBuilder {
+    post(http, base, "server/discover", None)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,7 +28,7 @@ async fn tools_work_over_http_with_the_bearer_token_in_both_eras() {
     let mut daemon = Launch::http(&database.url).spawn();
     let base = daemon.ready();
     for era in [ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25] {
-        let client = mcp_client(&base, era.clone()).await;
+        let client = connect(&base, TOKEN, era.clone()).await;
         assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
         let session = format!("http-{}", era.as_str());
         call(
@@ -87,7 +54,7 @@ async fn tools_work_over_http_with_the_bearer_token_in_both_eras() {
     // mattering; each request stands alone (no Mcp-Session-Id is handed out).
     let response = modern_post(&reqwest::Client::new(), &base)
         .bearer_auth(TOKEN)
-        .json(&discover_body())
+        .json(&discover())
         .send()
         .await
         .unwrap();
@@ -106,7 +73,7 @@ async fn the_guards_answer_401_403_405_413_and_404() {
     let http = reqwest::Client::new();
 
     let missing = modern_post(&http, &base)
-        .json(&discover_body())
+        .json(&discover())
         .send()
         .await
         .unwrap();
@@ -117,7 +84,7 @@ async fn the_guards_answer_401_403_405_413_and_404() {
     );
     let wrong = modern_post(&http, &base)
         .bearer_auth("not-the-token-at-all")
-        .json(&discover_body())
+        .json(&discover())
         .send()
         .await
         .unwrap();
@@ -126,7 +93,7 @@ async fn the_guards_answer_401_403_405_413_and_404() {
     let foreign = modern_post(&http, &base)
         .bearer_auth(TOKEN)
         .header("origin", "https://evil.example")
-        .json(&discover_body())
+        .json(&discover())
         .send()
         .await
         .unwrap();
@@ -141,7 +108,7 @@ async fn the_guards_answer_401_403_405_413_and_404() {
         .unwrap();
     assert_eq!(get.status(), 405);
 
-    let mut huge = discover_body();
+    let mut huge = discover();
     huge["params"]["padding"] = json!("x".repeat(10_000));
     let oversize = modern_post(&http, &base)
         .bearer_auth(TOKEN)
@@ -186,7 +153,7 @@ async fn over_the_rate_a_client_gets_429_with_retry_after() {
     for _ in 0..7 {
         let response = modern_post(&http, &base)
             .bearer_auth(TOKEN)
-            .json(&discover_body())
+            .json(&discover())
             .send()
             .await
             .unwrap();
@@ -218,7 +185,7 @@ async fn development_memories_are_invisible_to_production() {
     dev.environment = Environment::Development;
     let mut dev = dev.spawn();
     let dev_base = dev.ready();
-    let client = mcp_client(&dev_base, ProtocolVersion::V_2026_07_28).await;
+    let client = connect(&dev_base, TOKEN, ProtocolVersion::V_2026_07_28).await;
     call(
         &client,
         "store_raw_dialogue",
@@ -235,7 +202,7 @@ async fn development_memories_are_invisible_to_production() {
     // Production refuses plain-text connections to remote hosts; the test cluster is local.
     let mut prod = prod.spawn();
     let prod_base = prod.ready();
-    let client = mcp_client(&prod_base, ProtocolVersion::V_2026_07_28).await;
+    let client = connect(&prod_base, TOKEN, ProtocolVersion::V_2026_07_28).await;
     let status = call(&client, "memory_status", json!({})).await;
     assert_eq!(status["environment"], "production");
     assert_eq!(status["database"], production.name);
@@ -256,7 +223,7 @@ async fn without_payload_logging_stored_content_never_reaches_the_log() {
         .env("COGMEM__LOGGING__LOG_PAYLOADS", "false")
         .spawn();
     let base = daemon.ready();
-    let client = mcp_client(&base, ProtocolVersion::V_2026_07_28).await;
+    let client = connect(&base, TOKEN, ProtocolVersion::V_2026_07_28).await;
     call(
         &client,
         "store_raw_dialogue",
@@ -335,7 +302,7 @@ async fn previous_tokens_are_accepted_until_their_expiry() {
     ] {
         let response = modern_post(&http, &base)
             .bearer_auth(token)
-            .json(&discover_body())
+            .json(&discover())
             .send()
             .await
             .unwrap();

@@ -30,8 +30,9 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/npm.rs"]
+mod npm;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +43,12 @@ use serde_json::{Value, json};
 
 /// The Inspector release this test is pinned to (npm `latest` when it was written).
 const INSPECTOR_VERSION: &str = "2.12.0";
+const INSPECTOR: npm::NpmTool = npm::NpmTool {
+    name: "inspector",
+    package: "@modelcontextprotocol/inspector",
+    version: INSPECTOR_VERSION,
+    launcher: "mcp-inspector",
+};
 const TOOLS: [&str; 6] = [
     "forget",
     "get_session",
@@ -61,13 +68,7 @@ const EXIT_TOOL_ERROR: i32 = 5;
 async fn the_mcp_inspector_cli_lists_stores_and_searches_over_stdio_and_http_in_both_eras() {
     let inspector = match install_inspector() {
         Ok(path) => path,
-        Err(reason) => {
-            if std::env::var_os("COGMEM_REQUIRE_INSPECTOR").is_some_and(|v| v == "1") {
-                panic!("COGMEM_REQUIRE_INSPECTOR=1 but the Inspector is unavailable: {reason}");
-            }
-            eprintln!("skipped: {reason}");
-            return;
-        }
+        Err(reason) => return npm::skip("COGMEM_REQUIRE_INSPECTOR", &reason),
     };
     let started = Instant::now();
     let database = stamped_database(Environment::Test).await;
@@ -330,7 +331,7 @@ impl Inspector<'_> {
     }
 
     /// `mcp-inspector --cli --format json -q --protocol-era ERA <method args> <target>`.
-    fn run(&self, method: &[&str]) -> Output {
+    fn run(&self, method: &[&str]) -> npm::Output {
         let mut command = Command::new(self.bin);
         command
             .env_clear()
@@ -371,7 +372,7 @@ impl Inspector<'_> {
                 }
             }
         }
-        run(command, Duration::from_secs(60))
+        npm::run(command, Duration::from_secs(60))
             .unwrap_or_else(|err| panic!("{}: cannot run the Inspector: {err}", self.label()))
     }
 
@@ -423,126 +424,13 @@ fn unique_word() -> String {
     word
 }
 
-#[derive(Debug)]
-struct Output {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` to completion, killing it after `timeout`.
-fn run(mut command: Command, timeout: Duration) -> std::io::Result<Output> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out.join().unwrap();
-    let mut stderr = err.join().unwrap();
-    if status.is_none() {
-        stderr.push_str(&format!("\n(killed after {timeout:?})"));
-    }
-    Ok(Output {
-        code: status.and_then(|status| status.code()),
-        stdout,
-        stderr,
-    })
-}
-
-/// The Inspector's `mcp-inspector` launcher, installed on first use.
+/// The Inspector's `mcp-inspector` launcher, installed on first use, checked to be the pinned
+/// release.
 fn install_inspector() -> Result<PathBuf, String> {
-    // BIN is <target>/<profile>/cognitive-memory-mcp; the cache sits next to the profiles, so
-    // it follows CARGO_TARGET_DIR and survives `cargo clean -p`.
-    let target = Path::new(BIN)
-        .parent()
-        .and_then(Path::parent)
-        .ok_or("cannot locate the target directory")?;
-    let dir = target.join(format!("npm-inspector-{INSPECTOR_VERSION}"));
-    let launcher = |dir: &Path| dir.join("node_modules/.bin/mcp-inspector");
-    if !launcher(&dir).exists() {
-        for tool in ["node", "npm"] {
-            let mut probe = Command::new(tool);
-            probe.arg("--version").stdin(Stdio::null());
-            match run(probe, Duration::from_secs(30)) {
-                Ok(output) if output.code == Some(0) => {}
-                Ok(output) => return Err(format!("`{tool} --version` failed: {output:?}")),
-                Err(err) => return Err(format!("`{tool}` is not available: {err}")),
-            }
-        }
-        let staging = target.join(format!(
-            "npm-inspector-{INSPECTOR_VERSION}.{}.partial",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(|err| format!("{}: {err}", staging.display()))?;
-        let started = Instant::now();
-        let mut npm = Command::new("npm");
-        npm.args(["install", "--prefix"])
-            .arg(&staging)
-            .args(["--no-audit", "--no-fund", "--loglevel=error"])
-            .arg(format!(
-                "@modelcontextprotocol/inspector@{INSPECTOR_VERSION}"
-            ))
-            .stdin(Stdio::null());
-        let output = run(npm, Duration::from_secs(600))
-            .map_err(|err| format!("cannot run npm install: {err}"))?;
-        if output.code != Some(0) || !launcher(&staging).exists() {
-            let _ = std::fs::remove_dir_all(&staging);
-            let tail: String = output
-                .stderr
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .join(" | ");
-            return Err(format!(
-                "npm install @modelcontextprotocol/inspector@{INSPECTOR_VERSION} failed ({:?}): {tail}",
-                output.code
-            ));
-        }
-        // Another process may have won the race: its tree is as good as ours.
-        if let Err(err) = std::fs::rename(&staging, &dir) {
-            let _ = std::fs::remove_dir_all(&staging);
-            if !launcher(&dir).exists() {
-                return Err(format!(
-                    "cannot move the install to {}: {err}",
-                    dir.display()
-                ));
-            }
-        }
-        eprintln!(
-            "installed MCP Inspector {INSPECTOR_VERSION} into {} in {:.1?}",
-            dir.display(),
-            started.elapsed()
-        );
-    }
-    let bin = launcher(&dir);
+    let bin = npm::install(&INSPECTOR)?;
     let mut version = Command::new(&bin);
     version.arg("--version").stdin(Stdio::null());
-    let output = run(version, Duration::from_secs(60))
+    let output = npm::run(version, Duration::from_secs(60))
         .map_err(|err| format!("cannot run {}: {err}", bin.display()))?;
     if output.stdout.trim() != INSPECTOR_VERSION {
         return Err(format!(

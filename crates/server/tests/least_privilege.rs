@@ -28,6 +28,11 @@ async fn migrated(environment: Environment) -> pg_harness::TestDatabase {
     database
 }
 
+/// The password in `url` (a canary: it must never be logged).
+fn password(url: &str) -> String {
+    url::Url::parse(url).unwrap().password().unwrap().to_owned()
+}
+
 fn launch(environment: Environment, url: &str) -> daemon::Daemon {
     let mut launch = Launch::http(url);
     launch.environment = environment;
@@ -60,6 +65,10 @@ async fn strict_environments_refuse_a_superuser_or_bypassrls_role() {
                 "{log}"
             );
             assert!(!log.contains(TOKEN));
+            assert!(
+                !log.contains(&password(&database.url)),
+                "the password leaked"
+            );
             alter(
                 &database.admin_url,
                 &format!("ALTER ROLE {owner} NO{attribute}"),

@@ -3,6 +3,8 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mcp_client.rs"]
+mod mcp_client;
 
 use std::sync::Arc;
 
@@ -46,7 +48,7 @@ async fn connect(era: ProtocolVersion) -> Client {
         let running = MemoryServer::new(app).serve(server_side).await.unwrap();
         let _ = running.waiting().await;
     });
-    ().serve_with_lifecycle(client_side, daemon::lifecycle(&era))
+    ().serve_with_lifecycle(client_side, mcp_client::lifecycle(&era))
         .await
         .unwrap()
 }

@@ -11,6 +11,8 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mcp_http.rs"]
+mod mcp_http;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,43 +21,21 @@ use std::time::{Duration, Instant};
 
 use config_core::Environment;
 use daemon::{Daemon, Launch, TOKEN};
+use mcp_http::{meta, tool_call};
 use pg_harness::TestCluster;
 use serde_json::{Value, json};
 
 const RATE_LIMIT_VAR: &str = "COGMEM__SERVER__RATE_LIMIT__REQUESTS_PER_MINUTE";
 const WRITERS: usize = 8;
 
-/// A modern-era POST to `/mcp` with the headers matching `method` and `name`.
+/// A modern-era POST to `/mcp` with the headers matching `method` and `name`, authenticated.
 fn mcp_post(
     http: &reqwest::Client,
     base: &str,
     method: &str,
     name: Option<&str>,
 ) -> reqwest::RequestBuilder {
-    let mut request = http
-        .post(format!("{base}/mcp"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if let Some(name) = name {
-        request = request.header("mcp-name", name);
-    }
-    request
-}
-
-fn meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "reliability", "version": "0"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    })
-}
-
-fn tool_call(id: u64, tool: &str, arguments: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-           "params": {"name": tool, "arguments": arguments, "_meta": meta()}})
+    mcp_http::post(http, base, method, name).bearer_auth(TOKEN)
 }
 
 /// What one `store_raw_dialogue` call came back with.

@@ -3,6 +3,8 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mcp_client.rs"]
+mod mcp_client;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -46,7 +48,7 @@ async fn a_stdio_client_stores_and_finds_and_the_server_exits_when_stdin_closes(
         } else {
             rmcp::model::ProtocolVersion::V_2025_11_25
         };
-        let client = ().serve_with_lifecycle(transport, daemon::lifecycle(&era)).await.unwrap();
+        let client = ().serve_with_lifecycle(transport, mcp_client::lifecycle(&era)).await.unwrap();
         assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
         let session = format!("stdio-{modern}");
         let arguments = json!({"session_id": session, "speaker": "user", "content": "stdio works"});

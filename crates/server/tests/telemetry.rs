@@ -15,6 +15,8 @@
 
 #[path = "support/daemon.rs"]
 mod daemon;
+#[path = "support/mcp_client.rs"]
+mod mcp_client;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -1013,10 +1015,13 @@ async fn a_stdio_server_traces_calls_as_pipe_and_serves_metrics_on_its_own_liste
             log.push('\n');
         }
     });
-    let client =
-        ().serve_with_lifecycle(transport, daemon::lifecycle(&ProtocolVersion::V_2026_07_28))
-            .await
-            .unwrap();
+    let client = ()
+        .serve_with_lifecycle(
+            transport,
+            mcp_client::lifecycle(&ProtocolVersion::V_2026_07_28),
+        )
+        .await
+        .unwrap();
     let stored = client
         .call_tool(
             CallToolRequestParams::new("store_raw_dialogue")

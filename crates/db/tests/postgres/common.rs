@@ -14,6 +14,7 @@ pub fn config(url: &str, connect_wait_secs: u64) -> DatabaseConfig {
         pool: PoolConfig {
             min_connections: 0,
             max_connections: 4,
+            max_lifetime_secs: 1800,
         },
         acquire_timeout_secs: 10,
         connect_wait_secs,

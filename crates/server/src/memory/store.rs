@@ -178,12 +178,13 @@ impl MemoryStore {
     /// mode) it holds a transaction: sqlx sends Parse/Describe and Bind/Execute as two
     /// exchanges, each ending in Sync, and between them PgBouncer would hand the server
     /// connection — and its unnamed statement — to another client. An open transaction keeps
-    /// it. With named statements a plain pooled connection suffices.
+    /// it. With named statements a plain pooled connection suffices. Every connection of the
+    /// tools comes through [`db::acquire`], which rides out a password rotation's window.
     pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
         Ok(if self.named_statements {
-            Lease::Pooled(connection(self.pool.acquire()).await?)
+            Lease::Pooled(connection(db::acquire(&self.pool)).await?)
         } else {
-            Lease::Transaction(statement("BEGIN", connection(self.pool.begin())).await?)
+            Lease::Transaction(statement("BEGIN", connection(db::begin(&self.pool))).await?)
         })
     }
 
@@ -230,7 +231,7 @@ impl MemoryStore {
     /// [`MemoryError::UnknownSources`] and nothing is stored.
     pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = statement("BEGIN", connection(self.pool.begin())).await?;
+        let mut tx = statement("BEGIN", connection(db::begin(&self.pool))).await?;
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = statement(
                 "SELECT l0_raw sources",
@@ -307,7 +308,7 @@ impl MemoryStore {
     /// [`Forget`] for exactly what is erased and what is kept.
     pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = statement("BEGIN", connection(self.pool.begin())).await?;
+        let mut tx = statement("BEGIN", connection(db::begin(&self.pool))).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {

@@ -284,15 +284,3 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
-
-/// How an rmcp client opens a session in `era`: `server/discover` for the stateless 2026-07-28
-/// revision, the `initialize` handshake for legacy revisions.
-pub fn lifecycle(era: &rmcp::model::ProtocolVersion) -> rmcp::ClientLifecycleMode {
-    if *era >= rmcp::model::ProtocolVersion::V_2026_07_28 {
-        rmcp::ClientLifecycleMode::Discover {
-            preferred_versions: vec![era.clone()],
-        }
-    } else {
-        rmcp::ClientLifecycleMode::Initialize
-    }
-}

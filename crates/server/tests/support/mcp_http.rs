@@ -1,5 +1,6 @@
 //! Modern-era (2026-07-28, stateless) MCP calls over HTTP with reqwest, as any client sends them:
-//! one `POST /mcp` per request, the JSON-RPC answer parsed into a result or an error text.
+//! one `POST /mcp` per request with the headers of its method, the JSON-RPC answer parsed into a
+//! result or an error text. Shared by the server's HTTP tests and xtask's container tests.
 #![allow(dead_code)] // Each test binary uses part of this module.
 
 use serde_json::{Value, json};
@@ -13,12 +14,48 @@ pub fn unpooled_client() -> reqwest::Client {
         .unwrap()
 }
 
-fn meta() -> Value {
+/// The `_meta` every modern-era request carries.
+pub fn meta() -> Value {
     json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "scale-out-test", "version": "0"},
+        "io.modelcontextprotocol/clientInfo": {"name": "cogmem-tests", "version": "0"},
         "io.modelcontextprotocol/clientCapabilities": {},
     })
+}
+
+/// A `tools/call` request body with `id`.
+pub fn tool_call(id: u64, tool: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": arguments, "_meta": meta()}})
+}
+
+/// A `server/discover` request body.
+pub fn discover() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta()}})
+}
+
+/// A modern-era `POST /mcp` with the headers matching `method` and `name` (the tool), no token.
+pub fn post(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    name: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut request = http
+        .post(format!("{base}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    if let Some(name) = name {
+        request = request.header("mcp-name", name);
+    }
+    request
+}
+
+/// `GET url` answered with JSON (any status), parsed.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 /// `method` with `params` to `{base}/mcp`; `Ok(result)` or `Err(why)` (connection, status,
@@ -33,17 +70,8 @@ pub async fn call(
 ) -> Result<Value, String> {
     params["_meta"] = meta();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    let mut request = http
-        .post(format!("{base}/mcp"))
+    let response = post(http, base, method, name)
         .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if let Some(name) = name {
-        request = request.header("mcp-name", name);
-    }
-    let response = request
         .json(&body)
         .send()
         .await

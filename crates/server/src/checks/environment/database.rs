@@ -139,6 +139,7 @@ impl Check<'_> {
             pool: db::PoolConfig {
                 min_connections: 0,
                 max_connections: 2,
+                max_lifetime_secs: 1800,
             },
             acquire_timeout_secs: 3,
             connect_wait_secs: CONNECT_WAIT_SECS,
