@@ -11,7 +11,9 @@
 //!   concurrent clients: throughput and latency, with a load generator of our own;
 //! - `search_memory` latency on a seeded database (1,000,000 turns and 100,000 insights; 20,000
 //!   and 2,000 with `--quick`) for common and rare words, several words, a phrase and a session;
-//! - `db::migrate` of an empty database and `db::fingerprint`.
+//! - `db::migrate` of an empty database and `db::fingerprint`;
+//! - `cognitive-memory-mcp backup` of the seeded database (after the load) and `restore` of that
+//!   backup into a new, empty database: the recovery time (RTO) of the seeded size.
 
 mod config_load;
 pub(crate) mod http;
@@ -381,6 +383,9 @@ async fn measure(
         bail!("the server exited with {status} after the load:\n{tail}");
     }
 
+    println!("bench: backup and restore (RTO)");
+    figures.extend(backup_and_restore(&mut launcher, cluster).await?);
+
     notes.push(format!(
         "Seeded database: {} turns in {} sessions and {} insights ({:.0} MiB with indexes), \
          {} words drawn Zipf-like (P(rank r) ∝ 1/r; 5–60 words per turn), written with \
@@ -426,6 +431,71 @@ async fn measure(
         figures,
         notes,
     })
+}
+
+/// One `backup` of the launcher's (seeded) database and one `restore` of it into a new, empty
+/// database, each timed from exec to exit, as an operator would run them.
+async fn backup_and_restore(launcher: &mut Launcher, cluster: &TestCluster) -> Result<Vec<Figure>> {
+    let dir = tempfile::Builder::new()
+        .prefix("cogmem-bench-backup-")
+        .tempdir()
+        .context("create the backup directory")?;
+    let to = dir.path().to_string_lossy().into_owned();
+    let (mut backup, log) = launcher.command(&["backup", "--to", &to])?;
+    let started = Instant::now();
+    let output = backup.output().context("run backup")?;
+    let backup_time = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "backup failed ({}): {}",
+            output.status,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let file = stdout
+        .split_whitespace()
+        .find(|word| word.ends_with(".dump"))
+        .with_context(|| format!("no backup file named in: {stdout}"))?
+        .to_owned();
+    let bytes = std::fs::metadata(&file)?.len();
+
+    let target = cluster.fresh_database().await?;
+    let seeded_url = std::mem::replace(&mut launcher.database_url, target.url.clone());
+    let restored = launcher.command(&["restore", "--from", &file]);
+    launcher.database_url = seeded_url;
+    let (mut restore, log) = restored?;
+    let started = Instant::now();
+    let output = restore.output().context("run restore")?;
+    let restore_time = started.elapsed();
+    if !output.status.success() {
+        bail!(
+            "restore failed ({}): {}",
+            output.status,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    println!(
+        "bench: backup {:.1} s ({:.0} MiB), restore {:.1} s",
+        backup_time.as_secs_f64(),
+        bytes as f64 / (1024.0 * 1024.0),
+        restore_time.as_secs_f64()
+    );
+    Ok(vec![
+        Figure::single(
+            "backup.seconds",
+            "backup of the seeded database (pg_dump -Fc, manifest, verify; one run)",
+            backup_time.as_secs_f64(),
+            "s",
+        )
+        .with("size_mib", bytes as f64 / (1024.0 * 1024.0)),
+        Figure::single(
+            "restore.seconds",
+            "restore into an empty database: RTO (verify, replay, fingerprint, counts, migrate; one run)",
+            restore_time.as_secs_f64(),
+            "s",
+        ),
+    ])
 }
 
 /// The store load rows on a cluster with fsync off, seeded like the main one.

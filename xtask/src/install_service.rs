@@ -1,4 +1,5 @@
-//! `install-service`: the release binary, the systemd unit from `deploy/systemd/`, the shared
+//! `install-service`: the release binary, the systemd units from `deploy/systemd/` (the daemon,
+//! and the daily backup service with its timer), the shared
 //! configuration and placeholder credentials, installed under a root directory (`/` by default).
 //!
 //! Never overwrites the installed `config.yaml` or a credential file: those belong to the operator.
@@ -19,6 +20,12 @@ use anyhow::{Context, Result, bail};
 use crate::{InstallServiceOptions, release};
 
 const UNIT_NAME: &str = "cognitive-memory-mcp.service";
+/// The daily backup: a oneshot service and the timer that starts it (enabled, not the service).
+const BACKUP_UNITS: [&str; 2] = [
+    "cognitive-memory-backup.service",
+    "cognitive-memory-backup.timer",
+];
+const BACKUP_TIMER: &str = "cognitive-memory-backup.timer";
 const SERVICE_USER: &str = "cognitive-memory";
 /// What the unit's `ExecStart=` runs; the binary is installed there.
 const INSTALLED_BINARY: &str = "/usr/local/bin/cognitive-memory-mcp";
@@ -38,6 +45,13 @@ pub fn run(repo: &Path, options: &InstallServiceOptions) -> Result<()> {
     let config_source = repo.join("config/config.yaml");
     let unit = fs::read(&unit_source)
         .with_context(|| format!("read the unit {}", unit_source.display()))?;
+    let mut backup_units = Vec::new();
+    for name in BACKUP_UNITS {
+        let source = repo.join("deploy/systemd").join(name);
+        let text =
+            fs::read(&source).with_context(|| format!("read the unit {}", source.display()))?;
+        backup_units.push((name, text));
+    }
     let config =
         fs::read(&config_source).with_context(|| format!("read {}", config_source.display()))?;
     if !options.root.is_dir() {
@@ -65,13 +79,19 @@ pub fn run(repo: &Path, options: &InstallServiceOptions) -> Result<()> {
         None => build_release(repo, options.dry_run)?,
     };
 
-    verify_unit(&unit, &binary)?;
+    let mut all_units = vec![(UNIT_NAME, unit.clone())];
+    all_units.extend(backup_units.iter().cloned());
+    verify_unit(&all_units, &binary)?;
 
     installer.directory(Path::new("/usr/local/bin"), 0o755, Existing::Keep)?;
     installer.replace_file(Path::new(INSTALLED_BINARY), &binary, 0o755)?;
     installer.directory(Path::new(UNIT_DIR), 0o755, Existing::Keep)?;
-    let unit_changed =
+    let mut unit_changed =
         installer.replace_contents(&Path::new(UNIT_DIR).join(UNIT_NAME), &unit, 0o644, "unit")?;
+    for (name, text) in &backup_units {
+        unit_changed |=
+            installer.replace_contents(&Path::new(UNIT_DIR).join(name), text, 0o644, "unit")?;
+    }
     let config_root = Path::new(CONFIG_ROOT);
     installer.directory(config_root, 0o755, Existing::SetMode)?;
     installer.directory(&config_root.join("config"), 0o755, Existing::SetMode)?;
@@ -109,7 +129,8 @@ pub fn run(repo: &Path, options: &InstallServiceOptions) -> Result<()> {
         "next: check the configuration, apply migrations, then start:\n  \
          CREDENTIALS_DIRECTORY={CONFIG_ROOT}/credentials {INSTALLED_BINARY} --config-root {CONFIG_ROOT} --env production config check\n  \
          CREDENTIALS_DIRECTORY={CONFIG_ROOT}/credentials {INSTALLED_BINARY} --config-root {CONFIG_ROOT} --env production migrate   (a new, empty database: migrate --stamp)\n  \
-         systemctl start cognitive-memory-mcp\n\
+         systemctl start cognitive-memory-mcp\n  \
+         systemctl start {BACKUP_TIMER}; systemctl start cognitive-memory-backup   (a first backup now)\n\
          note: a database on another host needs deploy/systemd/remote-database.conf as a drop-in \
          ({UNIT_DIR}/{UNIT_NAME}.d/): the unit allows IP traffic to localhost only"
     );
@@ -135,8 +156,9 @@ fn build_release(repo: &Path, dry_run: bool) -> Result<PathBuf> {
 }
 
 /// `systemd-analyze verify` must print nothing (it exits 0 even on warnings). It needs the
-/// `ExecStart=` binary to exist, so it checks a copy of the unit that runs `binary`.
-fn verify_unit(unit: &[u8], binary: &Path) -> Result<()> {
+/// `ExecStart=` binary to exist, so it checks copies of the units that run `binary`; all units
+/// are verified together, so the timer finds its service.
+fn verify_unit(units: &[(&str, Vec<u8>)], binary: &Path) -> Result<()> {
     let Some(analyze) = find_in_path("systemd-analyze") else {
         println!("unit: not verified: systemd-analyze is not installed");
         return Ok(());
@@ -150,25 +172,32 @@ fn verify_unit(unit: &[u8], binary: &Path) -> Result<()> {
     }
     let binary = fs::canonicalize(binary)
         .with_context(|| format!("resolve the path of {}", binary.display()))?;
-    let text = String::from_utf8_lossy(unit);
     let exec_start = format!("ExecStart={INSTALLED_BINARY}");
-    if !text.contains(&exec_start) {
-        bail!("the unit's ExecStart= does not run {INSTALLED_BINARY}");
-    }
-    let copy = text.replace(&exec_start, &format!("ExecStart={}", binary.display()));
     let dir = std::env::temp_dir().join(format!("cogmem-install-verify-{}", std::process::id()));
     fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join(UNIT_NAME);
-    let result = fs::write(&path, copy)
-        .with_context(|| format!("write {}", path.display()))
-        .and_then(|()| {
-            Command::new(&analyze)
-                .arg("verify")
-                .arg(&path)
-                .env("SYSTEMD_LOG_COLOR", "0")
-                .output()
-                .context("run systemd-analyze verify")
-        });
+    let mut paths = Vec::new();
+    let mut written = Ok(());
+    for (name, unit) in units {
+        let text = String::from_utf8_lossy(unit);
+        if name.ends_with(".service") && !text.contains(&exec_start) {
+            let _ = fs::remove_dir_all(&dir);
+            bail!("the ExecStart= of {name} does not run {INSTALLED_BINARY}");
+        }
+        let copy = text.replace(&exec_start, &format!("ExecStart={}", binary.display()));
+        let path = dir.join(name);
+        if written.is_ok() {
+            written = fs::write(&path, copy).with_context(|| format!("write {}", path.display()));
+        }
+        paths.push(path);
+    }
+    let result = written.and_then(|()| {
+        Command::new(&analyze)
+            .arg("verify")
+            .args(&paths)
+            .env("SYSTEMD_LOG_COLOR", "0")
+            .output()
+            .context("run systemd-analyze verify")
+    });
     // A leftover temporary directory is harmless; the verification result is what matters.
     let _ = fs::remove_dir_all(&dir);
     let output = result?;
@@ -179,7 +208,7 @@ fn verify_unit(unit: &[u8], binary: &Path) -> Result<()> {
     );
     if !output.status.success() || !said.trim().is_empty() {
         bail!(
-            "systemd-analyze verify rejected the unit ({}):\n{}",
+            "systemd-analyze verify rejected the units ({}):\n{}",
             output.status,
             said.trim_end()
         );
@@ -392,6 +421,18 @@ impl Installer<'_> {
                 run_command(&["systemctl", "enable", UNIT_NAME])?;
             }
         }
+        let timer_enabled = Command::new("systemctl")
+            .args(["is-enabled", "--quiet", BACKUP_TIMER])
+            .status()
+            .is_ok_and(|status| status.success());
+        if timer_enabled {
+            println!("systemd: {BACKUP_TIMER} is enabled");
+        } else {
+            self.change(format!("run systemctl enable {BACKUP_TIMER}"));
+            if !self.dry_run {
+                run_command(&["systemctl", "enable", BACKUP_TIMER])?;
+            }
+        }
         Ok(())
     }
 }
@@ -416,7 +457,8 @@ fn print_remaining_system_steps(root: &Path) {
         "system: not changed ({why}); on the target machine, as root, run:\n  \
          getent passwd {SERVICE_USER} >/dev/null || {}\n  \
          systemctl daemon-reload\n  \
-         systemctl enable {UNIT_NAME}",
+         systemctl enable {UNIT_NAME}\n  \
+         systemctl enable {BACKUP_TIMER}   (daily backup into /var/lib/cognitive-memory-mcp/backups)",
         USERADD.join(" ")
     );
 }

@@ -125,6 +125,7 @@ fn installs_the_tree_once_and_a_second_run_changes_nothing() {
         .says("useradd --system")
         .says("systemctl daemon-reload")
         .says("systemctl enable cognitive-memory-mcp")
+        .says("systemctl enable cognitive-memory-backup.timer")
         .says("summary: ")
         .never_says("nothing to do");
 
@@ -140,6 +141,18 @@ fn installs_the_tree_once_and_a_second_run_changes_nothing() {
         fs::read(&unit).unwrap(),
         fs::read(workspace().join("deploy/systemd/cognitive-memory-mcp.service")).unwrap()
     );
+    for name in [
+        "cognitive-memory-backup.service",
+        "cognitive-memory-backup.timer",
+    ] {
+        let installed = root.join("etc/systemd/system").join(name);
+        assert_eq!(mode(&installed), 0o644, "{name}");
+        assert_eq!(
+            fs::read(&installed).unwrap(),
+            fs::read(workspace().join("deploy/systemd").join(name)).unwrap(),
+            "{name}"
+        );
+    }
     let config_root = root.join("etc/cognitive-memory-mcp");
     let config = config_root.join("config/config.yaml");
     assert_eq!(mode(&config), 0o644);

@@ -50,12 +50,13 @@ pub mod ids {
     pub const DB_ROLE: &str = "db-role";
     pub const DB_STAMP: &str = "db-stamp";
     pub const DB_MIGRATIONS: &str = "db-migrations";
+    pub const DB_BACKUP: &str = "db-backup";
     // Across environments.
     pub const SECRET_REUSE: &str = "secret-reuse";
     pub const DATABASE_SEPARATION: &str = "database-separation";
     pub const SCHEMA_DRIFT: &str = "schema-drift";
 
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         ENV_IGNORED,
         ENV_UNTRACKED,
         ENV_TEMPLATE,
@@ -73,6 +74,7 @@ pub mod ids {
         DB_ROLE,
         DB_STAMP,
         DB_MIGRATIONS,
+        DB_BACKUP,
         SECRET_REUSE,
         DATABASE_SEPARATION,
         SCHEMA_DRIFT,

@@ -67,7 +67,9 @@ pub enum Command {
     /// (secrets); the database connection uses TLS or stays on this machine (db-tls); the
     /// database answers within 2 s (db-connect), its login role has no SUPERUSER or BYPASSRLS
     /// (db-role; CREATEROLE/CREATEDB warn), it is stamped for this environment (db-stamp) and
-    /// has no pending migrations (db-migrations). Host checks: the installed
+    /// has no pending migrations (db-migrations); the last good backup is younger than
+    /// backup.max_age_hours (db-backup; WARN if there is none yet or the last attempt failed).
+    /// Host checks: the installed
     /// /etc/systemd/system/cognitive-memory-mcp.service passes `systemd-analyze verify`
     /// (unit-verify) and scores at most 1.0 in `systemd-analyze security` (unit-security).
     ///
@@ -75,6 +77,32 @@ pub enum Command {
     /// CREDENTIALS_DIRECTORY=/etc/cognitive-memory-mcp/credentials cognitive-memory-mcp
     /// --config-root /etc/cognitive-memory-mcp --env production doctor
     Doctor(DoctorArgs),
+    /// Back up the selected environment's database: a consistent pg_dump (custom format) written
+    /// atomically as cognitive-memory-<env>-<UTC time>.dump (mode 0600) with a manifest
+    /// (environment stamp, schema fingerprint, row counts, SHA-256, tool versions), verified,
+    /// recorded for doctor and memory_status; then backups older than backup.keep_days are
+    /// pruned, keeping the backup.keep_min newest good ones.
+    ///
+    /// The database must be stamped for the environment. pg_dump must be of the server's major
+    /// version (backup.pg_bin_dir, else pg_config --bindir, /usr/lib/postgresql/<major>/bin,
+    /// PATH). Exit 75 when the database stays unreachable, 78 for a wrong stamp, directory or
+    /// tool version, 1 when the dump fails; a failed backup leaves nothing behind and prunes nothing.
+    Backup(BackupArgs),
+    /// Restore a backup into the selected environment's database.
+    ///
+    /// Refused before anything changes (exit 78): a backup of another environment, naming both
+    /// (production only takes production backups; a lower environment takes a higher one's only
+    /// with --from-environment, and is then restamped, naming who did it); a target that holds
+    /// memories, unless --replace. A truncated or damaged file is detected first (exit 1). The
+    /// restore runs in one transaction; afterwards the schema fingerprint and row counts are
+    /// compared with the manifest and pending migrations applied. Stop the daemon first.
+    Restore(RestoreArgs),
+    /// Write the environment's memories to stdout as JSON Lines (turns, insights and the links
+    /// between them), for `import` into another environment or installation.
+    Export(ExportArgs),
+    /// Read an export from stdin into the environment's database: new ids, links preserved,
+    /// all or nothing, and importing the same file again adds nothing.
+    Import,
     /// Ask a running server whether it is alive (GET /health) or ready (--ready: GET /ready,
     /// database reachable, stamped and migrated), for container health checks: no curl or shell
     /// needed. Prints one line; exit 0 on a 2xx answer, 1 on anything else (refused, timed out,
@@ -82,6 +110,41 @@ pub enum Command {
     /// 127.0.0.1) unless --url names one; the rest of the configuration is not validated, so no
     /// secret is needed.
     Health(HealthArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// Write the backup into DIR instead of backup.dir.
+    #[arg(long, value_name = "DIR", conflicts_with = "verify")]
+    pub to: Option<PathBuf>,
+    /// Only check FILE: its manifest, size and SHA-256, and that pg_restore can read it (exit 1
+    /// if not). Needs no database.
+    #[arg(long, value_name = "FILE")]
+    pub verify: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup (.dump) to restore; its .manifest.json must be beside it.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Overwrite a database that already holds memories.
+    #[arg(long)]
+    pub replace: bool,
+    /// Refresh this lower environment from a backup of ENV (e.g. production into staging): the
+    /// restored database is restamped for the selected environment.
+    #[arg(long, value_name = "ENV")]
+    pub from_environment: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Only this session's turns and the insights citing them.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Only memories created at or after T (e.g. 2026-11-01 or 2026-11-01T08:00:00Z).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -7,6 +7,7 @@ use config_core::EnvSnapshot;
 use crate::cli::{Cli, Command, ConfigCommand, MigrateArgs};
 use crate::config::{self, AppConfig};
 use crate::exit;
+use crate::lifecycle;
 use crate::serve::serve;
 
 /// Runs the parsed command line against the given process environment.
@@ -18,30 +19,33 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
         Command::Doctor(args) => {
             crate::checks::doctor(&cli.config_source(), env, &args.host_root).print(args.json)
         }
+        Command::Backup(args) => with_config(cli, env, |loaded| {
+            lifecycle::backup::command(loaded, &cli.config_root, args)
+        }),
+        Command::Restore(args) => {
+            with_config(cli, env, |loaded| lifecycle::restore::command(loaded, args))
+        }
+        Command::Export(args) => {
+            with_config(cli, env, |loaded| lifecycle::export::command(loaded, args))
+        }
+        Command::Import => with_config(cli, env, lifecycle::import::command),
         Command::Health(args) => crate::probe::run(cli, args, env),
     }
 }
 
-/// The exit code for a database failure: 75 when waiting longer might help, 78 when the
-/// configuration or the database's setup is wrong, 1 otherwise.
-pub fn db_exit_code(err: &db::DbError) -> u8 {
-    use db::DbError::*;
-    match err {
-        Unavailable { .. } => exit::TEMPFAIL,
-        InvalidUrl { .. }
-        | PlaintextRefused { .. }
-        | AuthenticationFailed { .. }
-        | DatabaseMissing { .. }
-        | AccessDenied { .. }
-        | WrongEnvironment { .. }
-        | Unstamped { .. }
-        | DivergentMigration { .. }
-        | MissingMigration { .. }
-        | StampRefused { .. }
-        | DropRefused { .. } => exit::CONFIG,
-        Connect { .. } | Query { .. } | Migration { .. } => exit::FAILURE,
+/// Runs `command` with the loaded configuration, or returns 78 after printing its problems.
+fn with_config(
+    cli: &Cli,
+    env: &EnvSnapshot,
+    command: impl FnOnce(&config_core::Loaded<AppConfig>) -> u8,
+) -> u8 {
+    match load_or_report(cli, env) {
+        Ok(loaded) => command(&loaded),
+        Err(code) => code,
     }
 }
+
+pub use crate::exit::db_exit_code;
 
 /// Loads the configuration, printing warnings, or prints every problem and returns exit 78.
 pub(crate) fn load_or_report(

@@ -30,9 +30,12 @@ pub struct AppConfig {
     /// Log level, format and payload logging.
     #[config(section)]
     pub logging: LoggingConfig,
-    /// Limits on stored memories and searches.
+    /// Limits on stored memories and searches, and how long they are kept.
     #[config(section)]
     pub memory: MemoryConfig,
+    /// Backups taken by `cognitive-memory-mcp backup` and how long they are kept.
+    #[config(section)]
+    pub backup: BackupConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ConfigEnum, clap::ValueEnum)]
@@ -175,6 +178,51 @@ pub struct MemoryConfig {
     /// Search result limits.
     #[config(section)]
     pub search: SearchConfig,
+    /// How long memories are kept before the daemon expires them.
+    #[config(section)]
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Config)]
+pub struct RetentionConfig {
+    /// Days raw dialogue turns are kept; older ones are deleted and unlinked from the insights
+    /// citing them, as `forget` does (0: keep forever).
+    #[config(default = "0")]
+    pub raw_days: u32,
+    /// Days insights are kept (0: keep forever).
+    #[config(default = "0")]
+    pub insight_days: u32,
+    /// Seconds between two retention runs of the daemon (the first runs right after start-up).
+    #[config(default = "3600")]
+    pub interval_secs: u64,
+    /// Rows deleted per transaction, so no purge holds locks for long.
+    #[config(default = "1000")]
+    pub batch_size: u32,
+    /// Milliseconds the purge pauses between two batches, leaving room for concurrent calls.
+    #[config(default = "20")]
+    pub batch_pause_ms: u64,
+}
+
+#[derive(Debug, Config)]
+#[config(validate = validate_backup)]
+pub struct BackupConfig {
+    /// Directory of the backup files and their manifests (created with mode 0700 if missing).
+    /// A relative path is taken from the configuration root.
+    #[config(default = "backups")]
+    pub dir: String,
+    /// Days a backup is kept; older ones are pruned, only after a new backup verified
+    /// (0: keep only the backup.keep_min newest).
+    #[config(default = "14")]
+    pub keep_days: u32,
+    /// Fewest verified backups kept however old they are (at least 1).
+    #[config(default = "2")]
+    pub keep_min: u32,
+    /// Directory with pg_dump, pg_restore and psql of the database server's major version.
+    /// Unset: `pg_config --bindir`, then /usr/lib/postgresql/<major>/bin, then PATH.
+    pub pg_bin_dir: Option<String>,
+    /// Hours after which `doctor` reports the last good backup as overdue.
+    #[config(default = "26")]
+    pub max_age_hours: u32,
 }
 
 #[derive(Debug, Config)]
@@ -365,6 +413,28 @@ fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
     }
     if memory.max_content_bytes == 0 {
         v.error("max_content_bytes", "must be at least 1");
+    }
+    let retention = &memory.retention;
+    if retention.interval_secs == 0 {
+        v.error("retention.interval_secs", "must be at least 1");
+    }
+    if !(1..=100_000).contains(&retention.batch_size) {
+        v.error("retention.batch_size", "must be between 1 and 100000");
+    }
+}
+
+fn validate_backup(backup: &BackupConfig, v: &mut Validator<'_>) {
+    if backup.keep_min == 0 {
+        v.error(
+            "keep_min",
+            "must be at least 1: pruning must never delete the last verified backup",
+        );
+    }
+    if backup.dir.trim().is_empty() {
+        v.error("dir", "must name a directory");
+    }
+    if backup.max_age_hours == 0 {
+        v.error("max_age_hours", "must be at least 1");
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod fault;
 pub mod health;
 pub mod http;
+pub mod lifecycle;
 pub mod logging;
 pub mod mcp;
 pub mod memory;
@@ -28,4 +29,25 @@ pub mod exit {
     pub const TEMPFAIL: u8 = 75;
     /// The configuration is wrong; restarting will not help.
     pub const CONFIG: u8 = 78;
+
+    /// The exit code for a database failure: 75 when waiting longer might help, 78 when the
+    /// configuration or the database's setup is wrong, 1 otherwise.
+    pub fn db_exit_code(err: &db::DbError) -> u8 {
+        use db::DbError::*;
+        match err {
+            Unavailable { .. } => TEMPFAIL,
+            InvalidUrl { .. }
+            | PlaintextRefused { .. }
+            | AuthenticationFailed { .. }
+            | DatabaseMissing { .. }
+            | AccessDenied { .. }
+            | WrongEnvironment { .. }
+            | Unstamped { .. }
+            | DivergentMigration { .. }
+            | MissingMigration { .. }
+            | StampRefused { .. }
+            | DropRefused { .. } => CONFIG,
+            Connect { .. } | Query { .. } | Migration { .. } => FAILURE,
+        }
+    }
 }

@@ -62,6 +62,10 @@ pub struct MemoryStatus {
     pub insights: u64,
     /// Version of this server.
     pub server_version: String,
+    /// The last good backup (`cognitive-memory-mcp backup`) and the last attempt.
+    pub backup: crate::lifecycle::BackupStatus,
+    /// The retention policy and what its last run removed.
+    pub retention: crate::lifecycle::RetentionStatus,
     /// How searches rank: word-form languages, recency and importance weights.
     pub search: SearchStatus,
 }
@@ -154,6 +158,7 @@ impl MemoryServer {
 impl MemoryServer {
     async fn status(&self) -> Result<MemoryStatus, MemoryError> {
         let store = self.app.store.status().await?;
+        let lifecycle = crate::lifecycle::read_status(self.app.store.pool()).await?;
         let search = self.app.store.search_status();
         Ok(MemoryStatus {
             environment: self.app.environment.as_str().to_owned(),
@@ -162,6 +167,8 @@ impl MemoryServer {
             raw_turns: store.raw_turns,
             insights: store.insights,
             server_version: env!("CARGO_PKG_VERSION").to_owned(),
+            backup: lifecycle.backup,
+            retention: lifecycle.retention,
             search,
         })
     }

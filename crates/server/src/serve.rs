@@ -328,6 +328,11 @@ impl Daemon {
             ready_status.clone(),
             stop.clone(),
         ));
+        crate::lifecycle::retention::spawn(
+            pool.clone(),
+            crate::lifecycle::retention::Policy::from_config(&self.current.config.memory.retention),
+            stop.clone(),
+        );
         let (heartbeat_stop, heartbeat) = start_heartbeat(&notifier, &health, &router);
         #[cfg(feature = "fault-injection")]
         crate::fault::arm(env);

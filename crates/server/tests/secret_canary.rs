@@ -220,6 +220,55 @@ async fn no_command_or_error_path_prints_a_secret() {
             scan.output(&format!("{environment} {}", command.join(" ")), &output);
         }
     }
+    // The lifecycle commands: a backup (into a directory of its own), its verification, an
+    // export, a refused restore and a failing import, each with every canary around.
+    let backups = tempfile::tempdir().unwrap();
+    let backup_dir = backups.path().to_string_lossy().into_owned();
+    for environment in ["development", "test", "production"] {
+        let lifecycle: [&[&str]; 4] = [
+            &["backup", "--to", &backup_dir],
+            &["export"],
+            &["restore", "--from", "/nonexistent/backup.dump"],
+            &["import"],
+        ];
+        for command in lifecycle {
+            let output = Command::new(BIN)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("DATABASE_URL", &good_url)
+                .env("MCP_AUTH_TOKEN", TOKEN_CANARY)
+                .env("LOG_LEVEL", "trace")
+                .env("COGMEM__DATABASE__CONNECT_WAIT_SECS", "1")
+                .args(["--env", environment, "--config-root"])
+                .arg(root.path())
+                .args(command)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            scan.output(&format!("{environment} {}", command.join(" ")), &output);
+        }
+    }
+    for file in walk(backups.path()) {
+        if file.extension().is_some_and(|e| e == "json") {
+            let output = Command::new(BIN)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("MCP_AUTH_TOKEN", TOKEN_CANARY)
+                .args(["--env", "development", "--config-root"])
+                .arg(root.path())
+                .arg("backup")
+                .arg("--verify")
+                .arg(file.with_extension("").with_extension("dump"))
+                .env("DATABASE_URL", &good_url)
+                .output()
+                .unwrap();
+            scan.output("backup --verify", &output);
+            scan.check(
+                &file.display().to_string(),
+                &std::fs::read_to_string(&file).unwrap(),
+            );
+        }
+    }
     assert_eq!(files_in(root.path()), before, "a command wrote a file");
     for file in walk(root.path()) {
         if file.ends_with(".env.production") {

@@ -454,3 +454,127 @@ show Result
     assert!(prop(&run, "health")[0].contains(" 200"), "{run}");
     assert_eq!(prop(&run, "Result"), ["success"], "{run}");
 }
+
+const BACKUP_UNIT: &str = "cognitive-memory-backup.service";
+const BACKUP_TIMER: &str = "cognitive-memory-backup.timer";
+
+/// The shipped backup service and timer run under the harness: the service once by hand (its
+/// backup lands in the state directory, mode 0600, and the journal says so), once broken (the
+/// failure is the unit's Result and in the journal), and the timer is scheduled.
+#[test]
+fn backup_service_runs_once_and_the_journal_shows_its_result() {
+    if !systemd::available_or_skip("backup_service_runs_once_and_the_journal_shows_its_result") {
+        return;
+    }
+    let database = prepared_database();
+    let work = Workdir::new();
+    let config_root = work.path().join("config-root");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = fs::read_to_string(repo.join("config/config.yaml")).unwrap();
+    work.write(Path::new("config-root/config/config.yaml"), &config, 0o644);
+    let credentials = work.path().join("credentials");
+    work.write(Path::new("credentials/database-url"), &database.url, 0o600);
+    work.write(Path::new("credentials/mcp-auth-token"), TOKEN, 0o600);
+    let binary = work.install_binary(Path::new(BIN));
+    let shipped = fs::read_to_string(repo.join("deploy/systemd").join(BACKUP_UNIT)).unwrap();
+    let exec_start = "ExecStart=/usr/local/bin/cognitive-memory-mcp backup";
+    assert!(
+        shipped.contains(exec_start),
+        "the shipped ExecStart= changed"
+    );
+    let unit = shipped
+        .lines()
+        .filter(|line| !line.starts_with("User=") && !line.starts_with("Group="))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            exec_start,
+            &format!(
+                "ExecStart={} --config-root {} backup",
+                binary.display(),
+                config_root.display()
+            ),
+        )
+        .replace(
+            "COGMEM_CONFIG_ROOT=/etc/cognitive-memory-mcp",
+            &format!("COGMEM_CONFIG_ROOT={}", config_root.display()),
+        )
+        .replace(
+            "/etc/cognitive-memory-mcp/credentials/",
+            &format!("{}/", credentials.display()),
+        );
+    work.write_unit(BACKUP_UNIT, &unit);
+    work.write_unit(
+        &format!("{BACKUP_UNIT}.d/test.conf"),
+        "[Service]\nEnvironment=ENVIRONMENT=test\n",
+    );
+    let timer = fs::read_to_string(repo.join("deploy/systemd").join(BACKUP_TIMER)).unwrap();
+    work.write_unit(BACKUP_TIMER, &timer);
+
+    let run = work.run(
+        &format!(
+            r#"
+U={BACKUP_UNIT}
+show() {{ echo "$1=$(unit_prop "$U" "$1")"; }}
+systemctl --user start "$U" || true
+show Result
+show ExecMainStatus
+# %S of a user manager: ~/.config on systemd 252, ~/.local/state on newer ones.
+for f in "$HOME"/.config/cognitive-memory-mcp/backups/* "$HOME"/.local/state/cognitive-memory-mcp/backups/*; do
+    [ -e "$f" ] && echo "file=$(stat -c %a "$f") $(basename "$f")"
+done
+mkdir -p "$HARNESS_UNIT_DIR/$U.d"
+printf '[Service]\nEnvironment=COGMEM__BACKUP__PG_BIN_DIR=/nonexistent\n' > "$HARNESS_UNIT_DIR/$U.d/broken.conf"
+systemctl --user daemon-reload
+systemctl --user start "$U" || echo "second start failed"
+show Result
+show ExecMainStatus
+systemctl --user start {BACKUP_TIMER}
+echo "timer=$(unit_prop {BACKUP_TIMER} ActiveState)"
+logged() {{ unit_journal "$U" | grep -q 'pg_bin_dir'; }}
+wait_until 10 "the failed run in the journal" logged
+unit_journal "$U"
+"#
+        ),
+        SCENARIO_TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(prop(&run, "Result"), ["success", "exit-code"], "{run}");
+    assert_eq!(prop(&run, "ExecMainStatus"), ["0", "78"], "{run}");
+    assert!(run.stdout.contains("second start failed"), "{run}");
+    assert_eq!(prop(&run, "timer"), ["active"], "{run}");
+    let files = prop(&run, "file");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("600 cognitive-memory-test-") && f.ends_with(".dump")),
+        "the backup is in the state directory with mode 0600: {files:?}\n{run}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with(".manifest.json")),
+        "{files:?}"
+    );
+    let messages: Vec<String> = journal_entries(&run.stdout)
+        .iter()
+        .filter(|entry| field(entry, "SYSLOG_IDENTIFIER") == "cognitive-memory-backup")
+        .map(|entry| field(entry, "MESSAGE").to_owned())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("written and verified")),
+        "the good run is in the journal: {messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("error:") && m.contains("backup.pg_bin_dir")),
+        "the failed run is in the journal: {messages:#?}"
+    );
+    let password = database
+        .url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(user_info, _)| user_info.split_once(':'))
+        .map(|(_, password)| password.to_owned())
+        .unwrap();
+    assert!(!run.stdout.contains(&password) && !run.stderr.contains(&password));
+}

@@ -371,3 +371,91 @@ unit_journal cognitive-memory-mcp.service
         "IPAddressDeny=any should drop traffic to non-loopback addresses: {own}"
     );
 }
+
+/// The backup service and its timer: `systemd-analyze verify` silent for both (on a copy whose
+/// `ExecStart=` runs the built binary), the service's exposure at most 1.5, and the timer daily,
+/// persistent and randomized.
+#[test]
+fn backup_units_verify_silently_and_score_at_most_1_5() {
+    const BACKUP: &str = "cognitive-memory-backup.service";
+    const TIMER: &str = "cognitive-memory-backup.timer";
+    const MAX_BACKUP_EXPOSURE: f64 = 1.5;
+    let service = fs::read_to_string(deploy_dir().join(BACKUP)).unwrap();
+    let timer = fs::read_to_string(deploy_dir().join(TIMER)).unwrap();
+    let timer_lines: Vec<&str> = timer.lines().map(str::trim).collect();
+    for line in [
+        "OnCalendar=daily",
+        "Persistent=true",
+        "Unit=cognitive-memory-backup.service",
+        "WantedBy=timers.target",
+    ] {
+        assert!(timer_lines.contains(&line), "the timer lacks {line}");
+    }
+    assert!(
+        timer_lines
+            .iter()
+            .any(|l| l.starts_with("RandomizedDelaySec="))
+    );
+    let service_lines: Vec<&str> = service.lines().map(str::trim).collect();
+    for line in [
+        "Type=oneshot",
+        "User=cognitive-memory",
+        "Environment=ENVIRONMENT=production",
+        "LoadCredential=database-url:/etc/cognitive-memory-mcp/credentials/database-url",
+    ] {
+        assert!(
+            service_lines.contains(&line),
+            "the backup service lacks {line}"
+        );
+    }
+    assert!(
+        !service.contains("DATABASE_URL="),
+        "the password must come as a credential"
+    );
+
+    let Some(analyze) = systemd_analyze("backup_units_verify_silently_and_score_at_most_1_5")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exec_start = "ExecStart=/usr/local/bin/cognitive-memory-mcp backup";
+    assert!(service.contains(exec_start));
+    fs::write(
+        dir.path().join(BACKUP),
+        service.replace(exec_start, &format!("ExecStart={BIN} backup")),
+    )
+    .unwrap();
+    fs::write(dir.path().join(TIMER), &timer).unwrap();
+    let output = Command::new(&analyze)
+        .arg("verify")
+        .arg(dir.path().join(BACKUP))
+        .arg(dir.path().join(TIMER))
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success() && stdout.is_empty() && stderr.is_empty(),
+        "systemd-analyze verify ({}):\n{stdout}{stderr}",
+        output.status
+    );
+    let output = Command::new(&analyze)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(dir.path().join(BACKUP))
+        .env("SYSTEMD_COLORS", "0")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    let score: f64 = stdout
+        .lines()
+        .find(|line| line.contains("Overall exposure level"))
+        .and_then(|line| line.split_once(".service: "))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure ({}):\n{stdout}{stderr}", output.status));
+    eprintln!("backup service exposure {score}");
+    assert!(
+        score <= MAX_BACKUP_EXPOSURE,
+        "exposure {score} > {MAX_BACKUP_EXPOSURE}:\n{stdout}"
+    );
+}

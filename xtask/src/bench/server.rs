@@ -51,7 +51,7 @@ impl Launcher {
     }
 
     /// The test environment, a cleared environment but for `PATH`, the database and the token.
-    fn command(&mut self, args: &[&str]) -> Result<(Command, PathBuf)> {
+    pub fn command(&mut self, args: &[&str]) -> Result<(Command, PathBuf)> {
         self.next_log += 1;
         let log = self
             .dir
@@ -64,6 +64,9 @@ impl Launcher {
             .env("DATABASE_URL", &self.database_url)
             .env("MCP_AUTH_TOKEN", TOKEN)
             .env("LOG_FORMAT", "json")
+            // The seeded turns reach back months: the test environment's retention would
+            // expire most of them while the benchmark runs.
+            .env("COGMEM__MEMORY__RETENTION__RAW_DAYS", "0")
             .args(["--env", "test", "--config-root"])
             .arg(self.dir.path())
             .args(args)

@@ -11,6 +11,7 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
         [
             "V1__initial_schema",
             "V2__search_ranking",
+            "V3__lifecycle",
             "V6__search_postings"
         ]
     );
@@ -31,6 +32,7 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "environment_stamp",
             "l0_raw",
             "l2_insights",
+            "lifecycle_status",
             "refinery_schema_history",
             "search_postings"
         ]

@@ -30,6 +30,7 @@ pub use params::{
 pub use postings::SearchPathCounts;
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
+pub(crate) use store::UNLINK;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).
 pub const MAX_SESSION_ID_CHARS: usize = 200;

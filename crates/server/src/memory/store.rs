@@ -97,7 +97,7 @@ const DELETE_INSIGHTS: &str = delete_in_order!("l2_insights", "id = ANY($1::bigi
 /// since `store_insight` only stores ids of existing turns and every deletion unlinks them.
 /// It must be a statement of its own after the deletion: under READ COMMITTED it then sees
 /// insights committed by transactions the deletion waited for.
-const UNLINK: &str = "UPDATE l2_insights AS i
+pub(crate) const UNLINK: &str = "UPDATE l2_insights AS i
      SET source_ids = ARRAY(
          SELECT s.id
          FROM unnest(i.source_ids) WITH ORDINALITY AS s(id, n)

@@ -107,6 +107,7 @@ impl Check<'_> {
                 ids::DB_ROLE,
                 ids::DB_STAMP,
                 ids::DB_MIGRATIONS,
+                ids::DB_BACKUP,
             ]
             .map(|id| CheckResult::skip(id, self.scope, reason))
             .to_vec()
@@ -159,6 +160,7 @@ impl Check<'_> {
                     results.push(CheckResult::skip(ids::DB_ROLE, self.scope, &skipped));
                     results.push(CheckResult::skip(ids::DB_STAMP, self.scope, &skipped));
                     results.push(CheckResult::skip(ids::DB_MIGRATIONS, self.scope, &skipped));
+                    results.push(CheckResult::skip(ids::DB_BACKUP, self.scope, &skipped));
                     return (
                         results,
                         Err(format!("its database is unreachable: {reason}")),
@@ -173,6 +175,8 @@ impl Check<'_> {
             results.push(self.role(&pool).await);
             results.push(self.stamp(&pool, &source).await);
             results.push(self.migrations(&pool, auto_migrate).await);
+            let max_age_hours = config.map_or(26, |config| config.backup.max_age_hours);
+            results.push(self.backup_age(&pool, max_age_hours).await);
             let fingerprint = db::fingerprint(&pool)
                 .await
                 .map_err(|err| format!("cannot fingerprint its database: {err}"));
@@ -319,6 +323,64 @@ impl Check<'_> {
                 }
             }
             Err(err) => CheckResult::fail(ids::DB_MIGRATIONS, self.scope, err.to_string()),
+        }
+    }
+
+    /// db-backup: the age of the last good backup, as `cognitive-memory-mcp backup` recorded it
+    /// in `lifecycle_status`, and whether the last attempt failed. Overdue is a FAIL in staging
+    /// and production; never backed up is a WARN (a new installation).
+    pub(super) async fn backup_age(&self, pool: &sqlx::PgPool, max_age_hours: u32) -> CheckResult {
+        let backup = match crate::lifecycle::read_status(pool).await {
+            Ok(status) => status.backup,
+            Err(err) => return CheckResult::fail(ids::DB_BACKUP, self.scope, err.to_string()),
+        };
+        let command = self.invocation.command(self.environment, "backup");
+        let failed = backup
+            .last_error
+            .as_deref()
+            .map(|err| {
+                format!(
+                    "; the last attempt ({}) failed: {err}",
+                    backup.last_attempt_at.as_deref().unwrap_or("?")
+                )
+            })
+            .unwrap_or_default();
+        let (Some(at), Some(age)) = (&backup.last_good_at, backup.last_good_age_secs) else {
+            return CheckResult::warn(
+                ids::DB_BACKUP,
+                self.scope,
+                format!("no good backup recorded yet{failed}"),
+            )
+            .with_fix(format!(
+                "{command} (daily: the cognitive-memory-backup.timer)"
+            ));
+        };
+        let hours = age as f64 / 3600.0;
+        let what = format!(
+            "last good backup {at}, {hours:.1} h ago ({}){failed}",
+            backup.last_good_file.as_deref().unwrap_or("?")
+        );
+        if age > i64::from(max_age_hours) * 3600 {
+            let result = if self.environment.is_strict() {
+                CheckResult::fail(
+                    ids::DB_BACKUP,
+                    self.scope,
+                    format!("{what}: older than backup.max_age_hours ({max_age_hours})"),
+                )
+            } else {
+                CheckResult::warn(
+                    ids::DB_BACKUP,
+                    self.scope,
+                    format!("{what}: older than backup.max_age_hours ({max_age_hours})"),
+                )
+            };
+            result.with_fix(format!("{command}; then look at `systemctl status cognitive-memory-backup` and `journalctl -u cognitive-memory-backup`"))
+        } else if backup.last_error.is_some() {
+            CheckResult::warn(ids::DB_BACKUP, self.scope, what).with_fix(format!(
+                "journalctl -u cognitive-memory-backup; then {command}"
+            ))
+        } else {
+            CheckResult::pass(ids::DB_BACKUP, self.scope, what)
         }
     }
 }
