@@ -1,4 +1,5 @@
-//! A large memory database made in SQL: `COPY` of generated dialogue turns and insights, with
+//! A large memory database made in SQL: `COPY` of generated dialogue turns and insights (the
+//! search postings of migration V6 written by its triggers, one statement per table), with
 //! the secondary indexes dropped during the load and rebuilt afterwards from their own
 //! definitions (so the schema ends up exactly as migrated), then `VACUUM ANALYZE`.
 
@@ -64,7 +65,8 @@ pub async fn seed(
          FROM pg_index i
          JOIN pg_class c ON c.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
-         WHERE t.relname IN ('l0_raw', 'l2_insights') AND NOT i.indisprimary AND NOT i.indisunique
+         WHERE t.relname IN ('l0_raw', 'l2_insights', 'search_postings')
+           AND NOT i.indisprimary AND NOT i.indisunique
            AND t.relnamespace = to_regnamespace(current_schema())",
     )
     .fetch_all(&pool)
@@ -118,7 +120,7 @@ pub async fn seed(
     let index = started.elapsed();
 
     let started = Instant::now();
-    sqlx::raw_sql("VACUUM (ANALYZE) l0_raw, l2_insights")
+    sqlx::raw_sql("VACUUM (ANALYZE) l0_raw, l2_insights, search_postings")
         .execute(&pool)
         .await
         .context("vacuum and analyze")?;
@@ -127,7 +129,8 @@ pub async fn seed(
     let (turns_found, insights_found, sessions, bytes): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM l0_raw), (SELECT count(*) FROM l2_insights),
                 (SELECT count(DISTINCT session_id) FROM l0_raw),
-                pg_total_relation_size('l0_raw') + pg_total_relation_size('l2_insights')",
+                pg_total_relation_size('l0_raw') + pg_total_relation_size('l2_insights')
+                  + pg_total_relation_size('search_postings')",
     )
     .fetch_one(&pool)
     .await?;

@@ -8,7 +8,12 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
     let pending = db::pending(&pool).await.unwrap();
     assert_eq!(
         pending.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        ["V1__initial_schema", "V2__search_ranking", "V3__lifecycle"]
+        [
+            "V1__initial_schema",
+            "V2__search_ranking",
+            "V3__lifecycle",
+            "V6__search_postings"
+        ]
     );
 
     let MigrationReport::Applied(applied) = db::migrate(&pool).await.unwrap() else {
@@ -28,7 +33,8 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "l0_raw",
             "l2_insights",
             "lifecycle_status",
-            "refinery_schema_history"
+            "refinery_schema_history",
+            "search_postings"
         ]
     );
 

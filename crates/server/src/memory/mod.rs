@@ -15,6 +15,7 @@
 //! only (see [`MemoryError`]).
 
 mod params;
+mod postings;
 mod search;
 mod store;
 
@@ -26,6 +27,7 @@ pub use params::{
     SearchResults, SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus,
     StoredInsight, StoredTurn, Turn,
 };
+pub use postings::SearchPathCounts;
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
 pub(crate) use store::UNLINK;

@@ -20,6 +20,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::postings::OrQuery;
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
 use crate::telemetry;
@@ -47,6 +48,13 @@ pub struct SearchSettings {
     /// How much an insight's importance (0..1) weighs: its score is multiplied by
     /// `1 + importance_weight × (importance − 0.5)`.
     pub importance_weight: f64,
+    /// Answer `or` queries (one word with its forms, or words joined by `or`) from the
+    /// impact-ordered postings (migration V6, `postings.rs`): the same results as ranking
+    /// every match, read best first. `false` ranks every match for every query.
+    pub postings: bool,
+    /// Rank as of this instant (seconds since the epoch) instead of the clock's: for tests
+    /// that compare searches made one after the other. `None` in the server.
+    pub fixed_now: Option<f64>,
 }
 
 impl Default for SearchSettings {
@@ -56,6 +64,8 @@ impl Default for SearchSettings {
             recency_weight: 0.1,
             recency_half_life_days: 30.0,
             importance_weight: 0.2,
+            postings: true,
+            fixed_now: None,
         }
     }
 }
@@ -68,6 +78,8 @@ impl SearchSettings {
             recency_weight: cfg.recency_weight,
             recency_half_life_days: cfg.recency_half_life_days,
             importance_weight: cfg.importance_weight,
+            postings: true,
+            fixed_now: None,
         }
     }
 
@@ -87,6 +99,10 @@ pub struct SearchStatus {
     pub recency_half_life_days: f64,
     /// How much an insight's importance weighs (`memory.search.importance_weight`).
     pub importance_weight: f64,
+    /// Whether `or` queries (one word with its forms, or words joined by `or`) are answered
+    /// from the impact-ordered postings (table `search_postings`, stock PostgreSQL): the same
+    /// hits as ranking every match, which other queries (and a session filter) do.
+    pub postings: bool,
 }
 
 /// The parameter a ranking statement takes after the five common ones (`$6`; `$7` is the
@@ -101,17 +117,17 @@ enum Extra<'a> {
 
 /// One ranked candidate of one layer.
 #[derive(Debug, Clone, Copy)]
-struct Ranked {
-    layer: ItemLayer,
-    id: i64,
+pub(super) struct Ranked {
+    pub(super) layer: ItemLayer,
+    pub(super) id: i64,
     /// Seconds since the epoch (ties: newest first).
-    created: f64,
-    relevance: f64,
-    score: f64,
+    pub(super) created: f64,
+    pub(super) relevance: f64,
+    pub(super) score: f64,
 }
 
 /// Best first: score, then newest, then raw before insight, then highest id.
-fn best_first(a: &Ranked, b: &Ranked) -> Ordering {
+pub(super) fn best_first(a: &Ranked, b: &Ranked) -> Ordering {
     b.score
         .total_cmp(&a.score)
         .then(b.created.total_cmp(&a.created))
@@ -135,6 +151,7 @@ impl MemoryStore {
             recency_weight: settings.recency_weight,
             recency_half_life_days: settings.recency_half_life_days,
             importance_weight: settings.importance_weight,
+            postings: settings.postings,
         }
     }
 
@@ -146,22 +163,37 @@ impl MemoryStore {
         let (layer, limit) = p.validate(self.limits())?;
         let session = p.session_id.as_deref();
         // One instant for the recency boost of both layers.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let mut ranked = Vec::new();
-        if layer != Layer::Insights {
-            ranked.extend(
-                self.best_of_layer(ItemLayer::Raw, &p.query, session, limit, now)
-                    .await?,
-            );
-        }
-        if layer != Layer::Raw {
-            ranked.extend(
-                self.best_of_layer(ItemLayer::Insight, &p.query, None, limit, now)
-                    .await?,
-            );
-        }
+        let now = self.search_settings().fixed_now.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
+        // An `or` query (one word with its forms, or words joined by `or`) may be answered
+        // from the impact-ordered postings (postings.rs), any other ranks every match.
+        let or_query = if self.search_settings().postings {
+            self.or_query(&p.query).await?
+        } else {
+            None
+        };
+        let or_query = or_query.as_ref();
+        // The two layers side by side, each on its own connection.
+        let raw = async {
+            if layer == Layer::Insights {
+                return Ok(Vec::new());
+            }
+            self.best_of_layer(ItemLayer::Raw, &p.query, session, or_query, limit, now)
+                .await
+        };
+        let insights = async {
+            if layer == Layer::Raw {
+                return Ok(Vec::new());
+            }
+            self.best_of_layer(ItemLayer::Insight, &p.query, None, or_query, limit, now)
+                .await
+        };
+        let (raw, insights) = tokio::try_join!(raw, insights)?;
+        let mut ranked = raw;
+        ranked.extend(insights);
         ranked.sort_by(best_first);
         ranked.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         if ranked.is_empty() {
@@ -172,15 +204,26 @@ impl MemoryStore {
         Ok(SearchResults { hits })
     }
 
-    /// The best `limit` of one layer: every match ranked ([`RAW_BEST`], [`INSIGHTS_BEST`]).
+    /// The best `limit` of one layer: from the postings for an `or` query without a session
+    /// filter (`or_query`), when they prove the result; otherwise every match ranked
+    /// ([`RAW_BEST`], [`INSIGHTS_BEST`]). Both give the same hits.
     async fn best_of_layer(
         &self,
         layer: ItemLayer,
         query: &str,
         session: Option<&str>,
+        or_query: Option<&OrQuery>,
         limit: u32,
         now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
+        if let Some(or_query) = or_query
+            && session.is_none()
+            && let Some(best) = self.best_by_postings(layer, or_query, limit, now).await?
+        {
+            self.search_paths().count_postings();
+            return Ok(best);
+        }
+        self.search_paths().count_every_match();
         let (sql, extra) = match layer {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
@@ -294,7 +337,7 @@ impl MemoryStore {
     }
 }
 
-fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Error> {
+pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Error> {
     Ok(Ranked {
         layer,
         id: row.try_get("id")?,

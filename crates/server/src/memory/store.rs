@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::params::{ForgetTarget, resolve_limit};
+use super::postings::{SearchPathCounts, SearchPaths};
 use super::search::SearchSettings;
 use super::{
     Forget, ForgetReport, GetSession, Insight, ItemLayer, ItemRef, MemoryError, MemoryLimits,
@@ -132,6 +133,8 @@ pub struct MemoryStore {
     pool: PgPool,
     limits: MemoryLimits,
     search: Arc<SearchSettings>,
+    /// Which path layer searches took (shared by clones).
+    search_paths: Arc<SearchPaths>,
     /// `database.prepared_statements`: false behind a pooler in transaction mode.
     named_statements: bool,
 }
@@ -155,6 +158,7 @@ impl MemoryStore {
             pool,
             limits,
             search: Arc::new(SearchSettings::default()),
+            search_paths: Arc::default(),
             named_statements: true,
         }
     }
@@ -167,6 +171,16 @@ impl MemoryStore {
 
     pub fn search_settings(&self) -> &SearchSettings {
         &self.search
+    }
+
+    pub(super) fn search_paths(&self) -> &SearchPaths {
+        &self.search_paths
+    }
+
+    /// How many layer searches were answered from the impact-ordered postings and how many
+    /// ranked every match, since this store (or the store it was cloned from) was made.
+    pub fn search_path_counts(&self) -> SearchPathCounts {
+        self.search_paths.snapshot()
     }
 
     /// Whether statements are named (cached per connection); see [`Self::with_prepared_statements`].
