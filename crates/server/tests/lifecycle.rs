@@ -277,6 +277,24 @@ impl Writers {
         }
     }
 
+    /// Waits (up to a minute, for a loaded machine) until a write acknowledged after `after`.
+    async fn acknowledged_after(&self, after: Instant) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(at, _, _)| *at > after)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no write acknowledged within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn stop(self) -> (Vec<Ack>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
@@ -299,8 +317,9 @@ async fn restore_drill_every_acknowledged_turn_links_fingerprint_and_counts_come
     let pool = pool(&database.url).await;
     let before = db::fingerprint(&pool).await.unwrap();
 
+    let writers_started = Instant::now();
     let writers = Writers::start(&pool, 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    writers.acknowledged_after(writers_started).await;
     let backup_started = Instant::now();
     let root_path = root.path().to_path_buf();
     let url = database.url.clone();
@@ -309,7 +328,7 @@ async fn restore_drill_every_acknowledged_turn_links_fingerprint_and_counts_come
         .unwrap()
         .expect(0);
     let backup_secs = backup_started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    writers.acknowledged_after(backup_started).await;
     let (acked, failures) = writers.stop().await;
     assert!(failures.is_empty(), "writers failed: {failures:?}");
     let before_backup: Vec<&Ack> = acked
