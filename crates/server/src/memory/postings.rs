@@ -31,6 +31,7 @@ use sqlx::Row;
 use super::search::{Ranked, best_first};
 use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
+use crate::telemetry;
 
 const OR_LEXEMES: &str = include_str!("sql/or_lexemes.sql");
 const POSTINGS: &str = include_str!("sql/postings.sql");
@@ -112,12 +113,15 @@ impl MemoryStore {
     /// all `or`; `None` for any other query.
     pub(super) async fn or_query(&self, query: &str) -> Result<Option<OrQuery>, MemoryError> {
         let mut lease = self.lease().await?;
-        let row = sqlx::query(OR_LEXEMES)
-            .bind(query)
-            .bind(&self.search_settings().languages)
-            .persistent(false)
-            .fetch_one(lease.conn())
-            .await?;
+        let row = telemetry::statement(
+            "SELECT query_or_lexemes",
+            sqlx::query(OR_LEXEMES)
+                .bind(query)
+                .bind(&self.search_settings().languages)
+                .persistent(false)
+                .fetch_one(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         let tsquery: Option<String> = row.try_get("query")?;
         let lexemes: Option<Vec<String>> = row.try_get("lexemes")?;
@@ -265,13 +269,16 @@ impl MemoryStore {
             ItemLayer::Insight => "i",
         };
         let mut lease = self.lease().await?;
-        let result = sqlx::query(POSTINGS)
-            .bind(code)
-            .bind(lexemes)
-            .bind(i64::try_from(depth).unwrap_or(i64::MAX))
-            .persistent(self.named_statements())
-            .fetch_all(lease.conn())
-            .await?;
+        let result = telemetry::statement(
+            "SELECT search_postings",
+            sqlx::query(POSTINGS)
+                .bind(code)
+                .bind(lexemes)
+                .bind(i64::try_from(depth).unwrap_or(i64::MAX))
+                .persistent(self.named_statements())
+                .fetch_all(lease.conn()),
+        )
+        .await?;
         lease.done().await?;
         let mut lists = vec![List::default(); lexemes.len()];
         let mut rows = Vec::with_capacity(result.len());
@@ -333,7 +340,11 @@ impl MemoryStore {
         // Unnamed: planned for these values, so the tsquery is parsed once (see the SQL).
         let statement = statement.bind(now).persistent(false);
         let mut lease = self.lease().await?;
-        let rows = statement.fetch_all(lease.conn()).await?;
+        let summary = match layer {
+            ItemLayer::Raw => "SELECT l0_raw candidates",
+            ItemLayer::Insight => "SELECT l2_insights candidates",
+        };
+        let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
         lease.done().await?;
         rows.iter()
             .map(|row| super::search::ranked(row, layer))
