@@ -156,10 +156,7 @@ pub async fn run(
     environment: Environment,
     dir: &Path,
 ) -> Result<Outcome, LifecycleError> {
-    let pool = db::connect(&config.database, |progress| {
-        eprintln!("waiting for the database: {progress}")
-    })
-    .await?;
+    let pool = super::connect(&config.database).await?;
     let result = take(&pool, config, environment, dir).await;
     let recorded = match &result {
         Ok(outcome) => {

@@ -71,10 +71,7 @@ pub fn command(loaded: &Loaded<AppConfig>, args: &ExportArgs) -> u8 {
     };
     let environment = loaded.resolution.environment;
     let result = runtime.block_on(async {
-        let pool = db::connect(&loaded.config.database, |progress| {
-            eprintln!("waiting for the database: {progress}")
-        })
-        .await?;
+        let pool = super::connect(&loaded.config.database).await?;
         let result = async {
             db::check_stamp(&pool, environment).await?;
             let stdout = std::io::stdout().lock();

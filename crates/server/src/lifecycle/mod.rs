@@ -89,6 +89,15 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// The environment's database for a command: [`db::connect`]'s bounded wait, each retry
+/// reported on stderr (stdout may carry an export).
+pub(crate) async fn connect(database: &db::DatabaseConfig) -> Result<sqlx::PgPool, db::DbError> {
+    db::connect(database, |progress| {
+        eprintln!("waiting for the database: {progress}")
+    })
+    .await
+}
+
 /// Prints the error for the operator and returns its exit code.
 pub(crate) fn report(err: &LifecycleError) -> u8 {
     eprintln!("error: {err}");

@@ -104,10 +104,7 @@ pub async fn run(
     let manifest = backup::check_file(&args.from)?;
     let permission = decide(manifest.environment, environment, from_environment)?;
 
-    let pool = db::connect(&config.database, |progress| {
-        eprintln!("waiting for the database: {progress}")
-    })
-    .await?;
+    let pool = super::connect(&config.database).await?;
     let result = restore(&pool, config, environment, args, &manifest, permission).await;
     pool.close().await;
     let summary = result?;
