@@ -19,6 +19,7 @@ pub mod probe;
 mod reload;
 pub mod serve;
 pub mod telemetry;
+pub mod tenancy;
 
 /// Process exit codes (sysexits.h where one fits), relied on by the systemd unit
 /// (`RestartPreventExitStatus=78`).
