@@ -110,6 +110,50 @@ pub enum Command {
     /// 127.0.0.1) unless --url names one; the rest of the configuration is not validated, so no
     /// secret is needed.
     Health(HealthArgs),
+    /// Manage credentials for `server.auth.*`.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Generate a named API key: prints the key once (give it to the client; it is stored
+    /// nowhere) and the line to append to server.auth.keys_file (it holds only the key's
+    /// SHA-256). Then reload the daemon (SIGHUP). Needs no configuration.
+    NewKey(NewKeyArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NewKeyArgs {
+    /// The key's name, unique in the file (letters, digits, `_ - . @`; shown in logs as key:NAME).
+    #[arg(long, value_name = "NAME", value_parser = parse_key_name)]
+    pub name: String,
+    /// Whose memories the key reads and writes.
+    #[arg(long, value_name = "TENANT", value_parser = parse_tenant)]
+    pub tenant: crate::tenancy::Tenant,
+    /// Comma-separated scopes: memory:read, memory:write, memory:forget.
+    #[arg(long, value_name = "SCOPES", value_parser = parse_scopes)]
+    pub scopes: crate::auth::Scopes,
+    /// When the key stops working, as an RFC 3339 time such as 2027-01-31T00:00:00Z.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub expires: Option<time::OffsetDateTime>,
+}
+
+fn parse_key_name(text: &str) -> Result<String, String> {
+    crate::auth::api_keys::check_name(text).map(|()| text.to_owned())
+}
+
+fn parse_tenant(text: &str) -> Result<crate::tenancy::Tenant, String> {
+    crate::tenancy::Tenant::new(text).map_err(|err| err.to_string())
+}
+
+fn parse_scopes(text: &str) -> Result<crate::auth::Scopes, String> {
+    crate::auth::Scopes::parse_list(text)
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| "not an RFC 3339 time such as 2027-01-31T00:00:00Z".to_owned())
 }
 
 #[derive(Debug, Clone, clap::Args)]

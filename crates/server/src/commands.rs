@@ -30,6 +30,7 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
         }
         Command::Import => with_config(cli, env, lifecycle::import::command),
         Command::Health(args) => crate::probe::run(cli, args, env),
+        Command::Auth(crate::cli::AuthCommand::NewKey(args)) => new_key(args),
     }
 }
 
@@ -62,6 +63,31 @@ pub(crate) fn load_or_report(
         Err(failure) => {
             eprintln!("configuration is invalid:\n{}", failure.report);
             Err(exit::CONFIG)
+        }
+    }
+}
+
+/// `auth new-key`: the key on stdout once, with the keys-file line.
+fn new_key(args: &crate::cli::NewKeyArgs) -> u8 {
+    match crate::auth::api_keys::generate(
+        &args.name,
+        args.tenant.clone(),
+        args.scopes,
+        args.expires,
+    ) {
+        Ok((key, entry)) => {
+            println!("key: {key}");
+            println!("line: {}", entry.line());
+            eprintln!(
+                "The key is shown only now: give it to the client (Authorization: Bearer <key>).\n\
+                 Append the line to the file server.auth.keys_file names, then reload the daemon \
+                 (systemctl reload cognitive-memory-mcp, or kill -HUP)."
+            );
+            exit::OK
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            exit::FAILURE
         }
     }
 }

@@ -127,6 +127,56 @@ pub struct AuthConfig {
     /// (RFC 3339). Remove them, and reload, once every client uses the new token.
     #[config(alias = "MCP_AUTH_TOKEN_PREVIOUS")]
     pub previous_tokens: Option<PreviousTokens>,
+    /// Absolute path of the named API keys file (one key per line: name, tenant, scopes, optional
+    /// expiry and the key's SHA-256; see docs/authorization.md), e.g. a systemd credential
+    /// (`%d/api-keys`). `cognitive-memory-mcp auth new-key` makes keys; SIGHUP re-reads the file.
+    pub keys_file: Option<String>,
+    /// The resource URL this server advertises in its OAuth Protected Resource Metadata (RFC
+    /// 9728), e.g. `https://memory.example.com/mcp`; required with `server.auth.jwt`. Not the
+    /// expected token audience (`server.auth.jwt.audience`): with Entra ID the two differ.
+    pub resource_url: Option<String>,
+    /// Issuer URLs of the OAuth authorization servers listed in the metadata (at least one with
+    /// `server.auth.jwt`).
+    #[config(default = "[]")]
+    pub authorization_servers: Vec<String>,
+    /// JWT bearer tokens from an OAuth 2.1 / OpenID Connect authorization server.
+    #[config(section)]
+    pub jwt: JwtConfig,
+}
+
+#[derive(Debug, Config)]
+pub struct JwtConfig {
+    /// Expected `iss` claim, exactly (e.g. `https://login.example.com/realms/main`); setting it
+    /// turns JWT authentication on.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (a token must hold one): this server's identifier at the
+    /// authorization server; with Entra ID the application (client) id.
+    #[config(default = "[]")]
+    pub audience: Vec<String>,
+    /// URL of the authorization server's JWKS (`https` in staging and production).
+    pub jwks_url: Option<String>,
+    /// Absolute path of a JWKS file, instead of `jwks_url` (SIGHUP and unknown key ids re-read it).
+    pub jwks_file: Option<String>,
+    /// Accepted signature algorithms, from RS256, RS384, RS512, PS256, PS384, PS512, ES256,
+    /// ES384, EdDSA (never HS* or none).
+    #[config(default = "[\"RS256\", \"ES256\"]")]
+    pub algorithms: Vec<String>,
+    /// Claim naming the tenant (a tenant name); a token without it is refused.
+    #[config(default = "tenant")]
+    pub tenant_claim: String,
+    /// Claim holding the granted scopes: a space-separated string (`scope`, Entra's `scp`) or an
+    /// array (`roles`); scopes other than memory:* are ignored.
+    #[config(default = "scope")]
+    pub scope_claim: String,
+    /// Seconds of clock difference allowed when checking `exp` and `nbf`.
+    #[config(default = "60")]
+    pub leeway_secs: u64,
+    /// Fewest seconds between two JWKS fetches caused by tokens naming an unknown key id.
+    #[config(default = "30")]
+    pub jwks_min_refetch_secs: u64,
+    /// Seconds after which the cached JWKS is fetched again.
+    #[config(default = "3600")]
+    pub jwks_max_age_secs: u64,
 }
 
 #[derive(Debug, Config)]
@@ -301,8 +351,11 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
         }
     } else if server.transport == Transport::Http {
         // Over stdio the client launched us: there is no HTTP request to authenticate.
+        let other_credentials =
+            server.auth.keys_file.is_some() || server.auth.jwt.issuer.is_some();
         match &server.auth.token {
-            None => v.error("auth.token", "required while server.auth.required is true; set MCP_AUTH_TOKEN, MCP_AUTH_TOKEN_FILE or credential mcp-auth-token"),
+            None if other_credentials => {}
+            None => v.error("auth.token", "required while server.auth.required is true; set MCP_AUTH_TOKEN, MCP_AUTH_TOKEN_FILE or credential mcp-auth-token (or use server.auth.keys_file or server.auth.jwt)"),
             Some(token) if token.expose_secret().chars().count() < MIN_TOKEN_CHARS => {
                 v.strict("auth.token", format!("shorter than {MIN_TOKEN_CHARS} characters; generate one with `openssl rand -hex 32`"))
             }
@@ -327,6 +380,7 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
             }
         }
     }
+    crate::auth::setup::validate(server, v);
     if env == config_core::Environment::Production {
         for origin in &server.http.allowed_origins {
             let origin = origin.trim();

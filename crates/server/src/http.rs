@@ -28,29 +28,18 @@ use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
-pub use guard::{Guard, Principal, check_envelope};
+pub use crate::auth::{Principal, token_set};
+pub use guard::{Guard, check_envelope};
 pub use rate_limit::RateLimiter;
 
 use crate::app::AppState;
-use crate::auth::{PreviousTokens, TokenSet};
+use crate::auth::resource_metadata::WELL_KNOWN;
 use crate::config::ServerConfig;
 use crate::health::State as ReadyState;
 use crate::mcp::MemoryServer;
 
 /// Header carrying the request id, set on the request (for the MCP handler) and the response.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The tokens `/mcp` accepts under `server`, or `None` when it needs none.
-pub fn token_set(server: &ServerConfig) -> Option<TokenSet> {
-    let auth = &server.auth;
-    let current = auth.token.as_ref().filter(|_| auth.required)?;
-    Some(TokenSet::new(
-        current,
-        auth.previous_tokens
-            .as_ref()
-            .unwrap_or(&PreviousTokens::default()),
-    ))
-}
 
 /// The whole HTTP application. `shutdown` ends rmcp's in-flight streams when the daemon stops.
 pub fn router(
@@ -96,15 +85,27 @@ pub fn router(
     let metrics = crate::telemetry::metrics::shared_route(&app).layer(
         ServiceBuilder::new()
             .layer(from_fn_with_state(guard.clone(), guard::check_origin)) // 403 foreign Host/Origin
-            .layer(from_fn_with_state(guard, guard::authenticate)), // 401 bad token; 429 failures per address
+            .layer(from_fn_with_state(guard.clone(), guard::authenticate)), // 401 bad token; 429 failures per address
     );
-    Router::new()
+    let mut router = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .with_state(app)
+        .with_state(app);
+    // RFC 9728 metadata, public like /health; without server.auth.resource_url the fallback's
+    // 404 tells clients not to try OAuth.
+    if let Some(metadata) = &guard.authenticator().metadata {
+        let document = metadata.document();
+        let serve = get(move || {
+            let document = document.clone();
+            async move { axum::Json(document) }
+        });
+        router = router
+            .route(WELL_KNOWN, serve.clone())
+            .route(&format!("{WELL_KNOWN}/mcp"), serve);
+    }
+    router
         .nest_service("/mcp", guarded)
         .merge(metrics)
-        // Includes /.well-known/oauth-protected-resource: a 404 tells clients not to try OAuth.
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn(trace_request))
         .layer(middleware::from_fn(

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use rmcp::handler::server::common::Extension;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::{ToolCallContext, schema_for_output};
 use rmcp::handler::server::wrapper::Parameters;
@@ -24,6 +25,7 @@ use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use crate::app::AppState;
+use crate::auth::{Principal, scopes};
 use crate::http::REQUEST_ID_HEADER;
 use crate::memory::{
     Forget, ForgetReport, GetSession, MemoryError, SEARCH_TOOL_DESCRIPTION, SearchMemory,
@@ -46,7 +48,7 @@ const STATUS_URI: &str = "memory://status";
 const RECENT_INSIGHTS_URI: &str = "memory://insights/recent";
 const SESSION_URI_PREFIX: &str = "memory://sessions/";
 /// The tools' names: the only tool names telemetry records (a client may call any name).
-const TOOLS: [&str; 6] = [
+pub(crate) const TOOLS: [&str; 6] = [
     "store_raw_dialogue",
     "store_insight",
     "search_memory",
@@ -60,6 +62,13 @@ const RECENT_INSIGHTS: u32 = 20;
 /// What `memory_status` and `memory://status` report. Never credentials.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MemoryStatus {
+    /// Whose memories this caller reads and writes.
+    pub tenant: String,
+    /// Who the caller is, as authentication established it (`token`, `key:<name>`,
+    /// `jwt:<sub>`, `stdio`, `anonymous@<address>`).
+    pub principal: String,
+    /// The scopes the caller holds.
+    pub scopes: Vec<String>,
     /// The environment this server runs as (development, test, staging, production).
     pub environment: String,
     /// Name of the PostgreSQL database holding the memories.
@@ -84,14 +93,26 @@ pub struct MemoryStatus {
 pub struct MemoryServer {
     app: Arc<AppState>,
     tool_router: ToolRouter<Self>,
+    /// The principal of a stdio session; over HTTP each request brings its own.
+    stdio: Option<Principal>,
 }
 
 #[tool_router]
 impl MemoryServer {
+    /// The server behind HTTP: each call acts for the principal the guard attached.
     pub fn new(app: Arc<AppState>) -> Self {
         Self {
             app,
             tool_router: Self::tool_router(),
+            stdio: None,
+        }
+    }
+
+    /// The server of a stdio session, acting for `principal` throughout.
+    pub fn stdio(app: Arc<AppState>, principal: Principal) -> Self {
+        Self {
+            stdio: Some(principal),
+            ..Self::new(app)
         }
     }
 
@@ -155,8 +176,8 @@ impl MemoryServer {
         description = "Which environment and database this memory server uses, its schema version and how much it holds.",
         output_schema = schema_for_output::<MemoryStatus>()
     )]
-    async fn memory_status(&self) -> CallToolResult {
-        respond(self.status().await, |status| {
+    async fn memory_status(&self, Extension(principal): Extension<Principal>) -> CallToolResult {
+        respond(self.status(&principal).await, |status| {
             format!(
                 "{} environment, database {}: {} turn(s), {} insight(s)",
                 status.environment, status.database, status.raw_turns, status.insights
@@ -166,11 +187,34 @@ impl MemoryServer {
 }
 
 impl MemoryServer {
-    async fn status(&self) -> Result<MemoryStatus, MemoryError> {
+    /// Who a call acts for: the principal the HTTP guard put into the request's extensions, or
+    /// the stdio session's. An HTTP request without one never passed the guard: refused.
+    fn principal(&self, context: &RequestContext<RoleServer>) -> Result<Principal, String> {
+        if let Some(parts) = context.extensions.get::<axum::http::request::Parts>() {
+            return parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .ok_or_else(|| "unauthenticated request".to_owned());
+        }
+        self.stdio
+            .clone()
+            .ok_or_else(|| "unauthenticated request".to_owned())
+    }
+
+    async fn status(&self, principal: &Principal) -> Result<MemoryStatus, MemoryError> {
         let store = self.app.store.status().await?;
         let lifecycle = crate::lifecycle::read_status(self.app.store.pool()).await?;
         let search = self.app.store.search_status();
         Ok(MemoryStatus {
+            tenant: principal.tenant().to_string(),
+            principal: principal.name().to_owned(),
+            scopes: principal
+                .scopes()
+                .names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             environment: self.app.environment.as_str().to_owned(),
             database: store.database,
             schema_version: store.schema_version,
@@ -197,9 +241,15 @@ impl MemoryServer {
         }
     }
 
-    async fn read(&self, uri: &str) -> Result<Value, ErrorData> {
+    async fn read(&self, uri: &str, principal: &Principal) -> Result<Value, ErrorData> {
+        principal
+            .require(scopes::RESOURCES, "resources/read")
+            .map_err(|message| {
+                tracing::info!(%message, "resource read refused");
+                ErrorData::invalid_request(message, None)
+            })?;
         let result = if uri == STATUS_URI {
-            self.status().await.map(to_json)
+            self.status(principal).await.map(to_json)
         } else if uri == RECENT_INSIGHTS_URI {
             self.app
                 .store
@@ -247,7 +297,7 @@ impl ServerHandler for MemoryServer {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let request_id = context
             .extensions
@@ -264,10 +314,24 @@ impl ServerHandler for MemoryServer {
             } else {
                 tracing::debug!("tool call");
             }
+            let principal = match self.principal(&context) {
+                Ok(principal) => principal,
+                Err(message) => {
+                    tracing::warn!(%message, "tool call refused");
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
+                }
+            };
+            if let Some(scope) = scopes::for_tool(&request.name)
+                && let Err(message) = principal.require(scope, &request.name)
+            {
+                tracing::info!(%message, "tool call refused");
+                return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
+            }
             if let Some(message) = self.argument_error(&request) {
                 tracing::info!(%message, "tool call refused");
                 return Ok(CallToolResult::error(vec![ContentBlock::text(message)]).into());
             }
+            context.extensions.insert(principal);
             let context = ToolCallContext::new(self, request, context);
             self.tool_router.call(context).await
         }
@@ -332,7 +396,11 @@ impl ServerHandler for MemoryServer {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let call = telemetry::call_span("resources/read", None, request.meta.as_ref(), &context);
-        let value = telemetry::observe(call, self.read(&request.uri), |answer| match answer {
+        let principal = self
+            .principal(&context)
+            .map_err(|message| ErrorData::invalid_request(message, None))?;
+        let reading = self.read(&request.uri, &principal);
+        let value = telemetry::observe(call, reading, |answer| match answer {
             Ok(_) => (Outcome::Ok, None),
             Err(err) => (
                 Outcome::Error,

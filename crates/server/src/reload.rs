@@ -1,6 +1,7 @@
 //! SIGHUP (`systemctl reload`): re-read every layer — `.env` files, secret files, credentials —
 //! and put into effect what can change while serving: the log level, payload logging, the rate
-//! limit, the accepted bearer tokens (a token rotation) and the database password (new pool
+//! limit, the accepted bearer tokens (a token rotation), the API keys file and a JWKS file (read
+//! again whatever changed), and the database password (new pool
 //! connections use it; open ones go on) and the trace sample ratio. Changed keys are logged by name only. An invalid new
 //! configuration, or a new password the database refuses, keeps the running one and says why.
 
@@ -11,7 +12,7 @@ use secrecy::ExposeSecret;
 
 use crate::app::AppState;
 use crate::config::{self, AppConfig, ConfigSource};
-use crate::http::{self, Guard};
+use crate::http::Guard;
 use crate::logging::LogHandle;
 use crate::telemetry::Telemetry;
 
@@ -103,7 +104,7 @@ pub(crate) async fn reload(
         .iter()
         .any(|k| k == "server.auth.token" || k == "server.auth.previous_tokens")
     {
-        match (live.guard.tokens(), http::token_set(&new.server)) {
+        match (live.guard.tokens(), crate::auth::token_set(&new.server)) {
             (Some(tokens), Some(set)) => {
                 let ids: Vec<String> = set.ids().iter().map(ToString::to_string).collect();
                 tokens.replace(set);
@@ -118,6 +119,7 @@ pub(crate) async fn reload(
             _ => restart.push("server.auth.token"),
         }
     }
+    reload_credential_files(live.guard).await;
     if let Err(err) = live.log.apply(&new.logging) {
         tracing::error!("{err}");
     }
@@ -170,6 +172,22 @@ pub(crate) async fn reload(
         }
     }
     current.values = values;
+}
+
+/// Re-reads the API keys file and a JWKS file (their contents change without the configured
+/// path changing). A file that does not parse keeps the keys in effect; the error names file and
+/// line, never a key.
+async fn reload_credential_files(guard: &Guard) {
+    let authenticator = guard.authenticator();
+    if let Some(keys) = &authenticator.keys
+        && let Err(err) = keys.reload()
+    {
+        tracing::error!("the API keys file was not reloaded, the previous keys stay in effect: {err}");
+    }
+    if let Some(jwt) = &authenticator.jwt {
+        // Errors are logged by the cache, which keeps the keys it had.
+        let _ = jwt.jwks().refresh().await;
+    }
 }
 
 /// Keys whose effective value differs between two resolutions (values are compared, not shown).

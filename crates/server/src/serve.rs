@@ -289,7 +289,18 @@ impl Daemon {
             )
             .with_shared_metrics(telemetry.shared_metrics()),
         );
-        let guard = Arc::new(Guard::new(&self.current.config.server));
+        let guard = match Guard::new(&self.current.config.server) {
+            Ok(guard) => Arc::new(guard),
+            Err(err) => {
+                tracing::error!("cannot start: {err}");
+                pool.close().await;
+                return exit::CONFIG;
+            }
+        };
+        if self.current.config.server.transport == Transport::Http {
+            let warming = guard.clone();
+            tokio::spawn(async move { warming.authenticator().warm_up().await });
+        }
         let stop = CancellationToken::new();
         // rmcp's own token: cancelled only after the drain, so in-flight calls can finish.
         let mcp_stop = CancellationToken::new();
@@ -326,7 +337,10 @@ impl Daemon {
                 (Serving::Http(task), format!("http://{address}/mcp"))
             }
             Transport::Stdio => {
-                let server = MemoryServer::new(app.clone());
+                let server = MemoryServer::stdio(
+                    app.clone(),
+                    crate::auth::principal::stdio(&self.current.config),
+                );
                 let stop = stop.clone();
                 let task = tokio::spawn(async move { serve_stdio(server, stop).await });
                 (Serving::Stdio(task), "stdio".to_owned())

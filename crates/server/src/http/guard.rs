@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::rate_limit::RateLimiter;
-use crate::auth::{AuthError, SharedTokenSet};
+use crate::auth::resource_metadata::{insufficient_scope_challenge, unauthorized_challenge};
+use crate::auth::{Authenticator, Principal, Scopes, SetupError, SharedTokenSet};
 use crate::config::ServerConfig;
 
 /// How long a request waits for room in the body budget before it is shed with 503.
@@ -49,13 +50,17 @@ impl Guard {
         self.authenticator.tokens.as_ref()
     }
 
-    pub fn new(server: &ServerConfig) -> Self {
+    /// The credentials (SIGHUP reloads the keys file and a JWKS file through it).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// Reads the keys file and a JWKS file; their errors are configuration errors.
+    pub fn new(server: &ServerConfig) -> Result<Self, SetupError> {
         let http = &server.http;
-        Self {
+        Ok(Self {
             origins: OriginPolicy::new(http.bind, &http.allowed_origins, &http.allowed_hosts),
-            authenticator: Authenticator {
-                tokens: super::token_set(server).map(SharedTokenSet::new),
-            },
+            authenticator: Authenticator::from_config(server)?,
             // Validated as IP addresses by the configuration schema.
             trusted_proxies: http
                 .trusted_proxies
@@ -70,7 +75,7 @@ impl Guard {
             )),
             max_body_bytes: http.max_body_bytes,
             body_read_timeout: Duration::from_secs(http.body_read_timeout_secs),
-        }
+        })
     }
 
     /// The client's address: the connection's peer, or, when the peer is a trusted proxy, the
@@ -101,48 +106,6 @@ impl Guard {
     }
 }
 
-/// Who a request acts for, as authentication established it. With the single configured bearer
-/// token every caller is the principal `token`; with authentication off (development on
-/// loopback) each client address is its own anonymous principal.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Principal {
-    name: String,
-}
-
-impl Principal {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// Checks a request's credentials. The single place that knows what a credential is.
-#[derive(Debug)]
-pub struct Authenticator {
-    /// `None` when authentication is disabled (development on loopback only). SIGHUP replaces
-    /// the accepted tokens in place (`reload.rs`).
-    pub tokens: Option<SharedTokenSet>,
-}
-
-impl Authenticator {
-    /// The principal the request's credentials name, or why they are refused.
-    pub fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        client: IpAddr,
-    ) -> Result<Principal, AuthError> {
-        match &self.tokens {
-            None => Ok(Principal {
-                name: format!("anonymous@{client}"),
-            }),
-            // Every accepted token acts for the one principal `token`: rotating from the previous
-            // to the current token must not hand a client a fresh rate-limit allowance.
-            Some(tokens) => tokens.check(headers).map(|_| Principal {
-                name: "token".to_owned(),
-            }),
-        }
-    }
-}
-
 /// 403 for a `Host` or `Origin` that is not allowed (DNS rebinding, cross-origin pages).
 pub async fn check_origin(
     State(guard): State<Arc<Guard>>,
@@ -158,27 +121,55 @@ pub async fn check_origin(
     }
 }
 
-/// 401 for missing or wrong credentials; 429 once an address exceeds its failure allowance.
-/// An authenticated request is never counted nor refused here.
+/// 401 for missing or wrong credentials (with the challenge pointing to the Protected Resource
+/// Metadata); 429 once an address exceeds its failure allowance; 403 `insufficient_scope` for
+/// valid credentials that grant none of the server's scopes. An authenticated request is never
+/// counted nor refused by the failure allowance. The reason of a refusal is logged, never the
+/// token.
 pub async fn authenticate(
     State(guard): State<Arc<Guard>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let client = guard.client_address(&request);
-    match guard.authenticator.authenticate(request.headers(), client) {
+    let metadata = guard.authenticator.metadata.as_ref();
+    match guard
+        .authenticator
+        .authenticate(request.headers(), client)
+        .await
+    {
+        Ok(principal) if principal.scopes().is_empty() => {
+            tracing::info!(principal = %principal.name(), "refused: the credentials grant none of the server's scopes");
+            Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .header(
+                    header::WWW_AUTHENTICATE,
+                    insufficient_scope_challenge(metadata, Scopes::ALL),
+                )
+                .body(Body::from(format!(
+                    "insufficient scope: the token grants none of {}\n",
+                    Scopes::ALL
+                )))
+                .expect("static response parts are valid")
+        }
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(refusal) => match guard.failed_auth.check(client) {
-            Ok(()) => Response::builder()
-                .status(StatusCode::UNAUTHORIZED)
-                .header(header::WWW_AUTHENTICATE, refusal.challenge())
-                .body(Body::from(format!("{refusal}\n")))
-                .expect("static response parts are valid"),
-            Err(wait) => too_many(wait, "too many failed authentication attempts\n"),
-        },
+        Err(refusal) => {
+            tracing::info!(reason = %refusal.reason, client = %client, "authentication refused");
+            match guard.failed_auth.check(client) {
+                Ok(()) => Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header(
+                        header::WWW_AUTHENTICATE,
+                        unauthorized_challenge(metadata, refusal.presented),
+                    )
+                    .body(Body::from(format!("{}\n", refusal.public())))
+                    .expect("static response parts are valid"),
+                Err(wait) => too_many(wait, "too many failed authentication attempts\n"),
+            }
+        }
     }
 }
 
