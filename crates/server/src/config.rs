@@ -351,8 +351,7 @@ fn validate_server(server: &ServerConfig, v: &mut Validator<'_>) {
         }
     } else if server.transport == Transport::Http {
         // Over stdio the client launched us: there is no HTTP request to authenticate.
-        let other_credentials =
-            server.auth.keys_file.is_some() || server.auth.jwt.issuer.is_some();
+        let other_credentials = server.auth.keys_file.is_some() || server.auth.jwt.issuer.is_some();
         match &server.auth.token {
             None if other_credentials => {}
             None => v.error("auth.token", "required while server.auth.required is true; set MCP_AUTH_TOKEN, MCP_AUTH_TOKEN_FILE or credential mcp-auth-token (or use server.auth.keys_file or server.auth.jwt)"),

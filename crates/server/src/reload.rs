@@ -182,7 +182,9 @@ async fn reload_credential_files(guard: &Guard) {
     if let Some(keys) = &authenticator.keys
         && let Err(err) = keys.reload()
     {
-        tracing::error!("the API keys file was not reloaded, the previous keys stay in effect: {err}");
+        tracing::error!(
+            "the API keys file was not reloaded, the previous keys stay in effect: {err}"
+        );
     }
     if let Some(jwt) = &authenticator.jwt {
         // Errors are logged by the cache, which keeps the keys it had.

@@ -251,9 +251,7 @@ fn parse_line(line: &str) -> Result<ApiKey, String> {
             );
         }
         let Some((label, value)) = field.split_once('=') else {
-            return Err(
-                "expected fields name=… tenant=… scopes=… [expires=…] sha256=…".to_owned(),
-            );
+            return Err("expected fields name=… tenant=… scopes=… [expires=…] sha256=…".to_owned());
         };
         let slot = match label {
             "name" => &mut name,
@@ -355,7 +353,11 @@ mod tests {
             Some(at("2027-01-01T00:00:00Z")),
         )
         .unwrap();
-        assert!(key.starts_with(KEY_PREFIX) && key.len() == 4 + 43, "{}", key.len());
+        assert!(
+            key.starts_with(KEY_PREFIX) && key.len() == 4 + 43,
+            "{}",
+            key.len()
+        );
         let line = entry.line();
         assert!(!line.contains(&key));
         let keys = ApiKeys::parse(Path::new("keys"), &format!("# comment\n\n{line}\n")).unwrap();
@@ -383,15 +385,29 @@ mod tests {
         let message = error(&format!(
             "\nname=a tenant=t scopes=memory:read sha256={hash}\nname=b tenant=t scopes=memory:admin sha256={hash}"
         ));
-        assert!(message.starts_with("/etc/keys:3: key \"b\": unknown scope"), "{message}");
+        assert!(
+            message.starts_with("/etc/keys:3: key \"b\": unknown scope"),
+            "{message}"
+        );
         let message = error("name=c tenant=t scopes=memory:read cmk_canary-secret");
-        assert!(message.starts_with("/etc/keys:1:") && !message.contains("canary"), "{message}");
+        assert!(
+            message.starts_with("/etc/keys:1:") && !message.contains("canary"),
+            "{message}"
+        );
         let message = error(&format!(
             "name=a tenant=t scopes=memory:read sha256={hash}\nname=a tenant=u scopes=memory:read sha256={}",
             "cd".repeat(32)
         ));
-        assert!(message.contains(":2: key \"a\": the name is used twice"), "{message}");
+        assert!(
+            message.contains(":2: key \"a\": the name is used twice"),
+            "{message}"
+        );
         assert!(error("name=d tenant=Bad scopes=memory:read sha256=00").contains("key \"d\""));
-        assert!(error(&format!("name=e tenant=t scopes=memory:read sha256={hash} expires=soon")).contains("RFC 3339"));
+        assert!(
+            error(&format!(
+                "name=e tenant=t scopes=memory:read sha256={hash} expires=soon"
+            ))
+            .contains("RFC 3339")
+        );
     }
 }

@@ -79,7 +79,8 @@ impl Authenticator {
         };
         let jwt = match setup::jwt_settings(&auth.jwt).filter(|_| enabled) {
             Some((settings, source, min_refetch, max_age)) => Some(
-                JwtValidator::new(settings, source, min_refetch, max_age).map_err(SetupError::Jwt)?,
+                JwtValidator::new(settings, source, min_refetch, max_age)
+                    .map_err(SetupError::Jwt)?,
             ),
             None => None,
         };
@@ -126,7 +127,10 @@ impl Authenticator {
             }
         }
         if let Some(keys) = &self.keys {
-            match keys.current().check_at(presented, OffsetDateTime::now_utc()) {
+            match keys
+                .current()
+                .check_at(presented, OffsetDateTime::now_utc())
+            {
                 Ok(principal) => return Ok(principal),
                 Err(KeyRefusal::Expired(name)) => reasons.push(format!("expired API key {name}")),
                 Err(KeyRefusal::Unknown) => {}

@@ -89,7 +89,11 @@ impl std::fmt::Debug for Jwks {
 impl Jwks {
     /// A cache over `source`. A file is read now (an unreadable one is a configuration error);
     /// a URL is fetched at the first need (or [`Jwks::refresh`]).
-    pub fn new(source: JwksSource, min_refetch: Duration, max_age: Duration) -> Result<Self, String> {
+    pub fn new(
+        source: JwksSource,
+        min_refetch: Duration,
+        max_age: Duration,
+    ) -> Result<Self, String> {
         let (client, set, at) = match &source {
             JwksSource::File(path) => {
                 let set = read_file(path)?;
@@ -220,7 +224,8 @@ impl Jwks {
 }
 
 fn read_file(path: &std::path::Path) -> Result<JwkSet, String> {
-    let text = std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let text =
+        std::fs::read(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
     serde_json::from_slice(&text)
         .map_err(|err| format!("{} is not a JWKS document: {err}", path.display()))
 }

@@ -57,19 +57,28 @@ impl fmt::Display for JwtRefusal {
         match self {
             JwtRefusal::Malformed => f.write_str("jwt: malformed token"),
             JwtRefusal::AlgorithmNotAllowed(alg) => {
-                write!(f, "jwt: algorithm {alg} is not in server.auth.jwt.algorithms")
+                write!(
+                    f,
+                    "jwt: algorithm {alg} is not in server.auth.jwt.algorithms"
+                )
             }
-            JwtRefusal::UnknownKid => f.write_str("jwt: unknown kid (not in the JWKS, even after a refetch)"),
+            JwtRefusal::UnknownKid => {
+                f.write_str("jwt: unknown kid (not in the JWKS, even after a refetch)")
+            }
             JwtRefusal::NoKid => f.write_str("jwt: no kid, and the JWKS holds several keys"),
             JwtRefusal::JwksUnavailable => f.write_str("jwt: the JWKS could not be loaded"),
-            JwtRefusal::KeyMismatch => f.write_str("jwt: the JWKS key does not fit the token's algorithm"),
+            JwtRefusal::KeyMismatch => {
+                f.write_str("jwt: the JWKS key does not fit the token's algorithm")
+            }
             JwtRefusal::BadSignature => f.write_str("jwt: bad signature"),
             JwtRefusal::WrongIssuer => f.write_str("jwt: wrong issuer"),
             JwtRefusal::WrongAudience => f.write_str("jwt: wrong audience"),
             JwtRefusal::Expired => f.write_str("jwt: expired"),
             JwtRefusal::NotYetValid => f.write_str("jwt: not yet valid (nbf)"),
             JwtRefusal::MissingClaim(claim) => write!(f, "jwt: missing claim {claim}"),
-            JwtRefusal::BadTenant => f.write_str("jwt: the tenant claim is not a valid tenant name"),
+            JwtRefusal::BadTenant => {
+                f.write_str("jwt: the tenant claim is not a valid tenant name")
+            }
         }
     }
 }
@@ -166,7 +175,9 @@ impl JwtValidator {
             })?
             .claims;
         let tenant = match claims.get(&self.settings.tenant_claim) {
-            Some(Value::String(name)) => Tenant::new(name.as_str()).map_err(|_| JwtRefusal::BadTenant)?,
+            Some(Value::String(name)) => {
+                Tenant::new(name.as_str()).map_err(|_| JwtRefusal::BadTenant)?
+            }
             Some(_) => return Err(JwtRefusal::BadTenant),
             None => return Err(JwtRefusal::MissingClaim(self.settings.tenant_claim.clone())),
         };

@@ -33,7 +33,11 @@ impl Principal {
 
     /// Authentication off (development on loopback): each address its own anonymous principal.
     pub fn anonymous(client: IpAddr) -> Self {
-        Self::new(format!("anonymous@{client}"), Tenant::default(), Scopes::ALL)
+        Self::new(
+            format!("anonymous@{client}"),
+            Tenant::default(),
+            Scopes::ALL,
+        )
     }
 
     /// `name` as the log and the rate limit know it: `token`, `key:<name>`, `jwt:<sub>`,

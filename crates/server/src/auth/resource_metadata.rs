@@ -54,7 +54,10 @@ impl ResourceMetadata {
 /// The `WWW-Authenticate` value of a 401: `invalid_token` when a token was presented (RFC 6750
 /// §3.1: a request without credentials gets no error code), where the metadata is, and every
 /// scope the server knows.
-pub fn unauthorized_challenge(metadata: Option<&ResourceMetadata>, token_presented: bool) -> String {
+pub fn unauthorized_challenge(
+    metadata: Option<&ResourceMetadata>,
+    token_presented: bool,
+) -> String {
     let mut parts = Vec::new();
     if token_presented {
         parts.push(r#"error="invalid_token""#.to_owned());
@@ -82,9 +85,11 @@ mod tests {
 
     #[test]
     fn the_metadata_url_inserts_the_well_known_path_before_the_resource_path() {
-        let metadata =
-            ResourceMetadata::new("https://memory.example.com/mcp", &["https://login.example".into()])
-                .unwrap();
+        let metadata = ResourceMetadata::new(
+            "https://memory.example.com/mcp",
+            &["https://login.example".into()],
+        )
+        .unwrap();
         assert_eq!(
             metadata.metadata_url,
             "https://memory.example.com/.well-known/oauth-protected-resource/mcp"

@@ -66,7 +66,9 @@ impl Scopes {
     }
 
     pub fn iter(self) -> impl Iterator<Item = Scope> {
-        Scope::ALL.into_iter().filter(move |scope| self.contains(*scope))
+        Scope::ALL
+            .into_iter()
+            .filter(move |scope| self.contains(*scope))
     }
 
     /// The names, in the order of [`Scope::ALL`].
@@ -135,7 +137,11 @@ mod tests {
             Scopes::ALL.to_string(),
             "memory:read memory:write memory:forget"
         );
-        assert!(Scopes::parse_list("memory:admin").unwrap_err().contains("memory:admin"));
+        assert!(
+            Scopes::parse_list("memory:admin")
+                .unwrap_err()
+                .contains("memory:admin")
+        );
         assert!(Scopes::parse_list(" , ").is_err());
         assert_eq!(
             Scopes::from_granted("openid memory:forget profile".split(' ')),

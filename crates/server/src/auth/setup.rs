@@ -58,8 +58,14 @@ pub fn validate(server: &ServerConfig, v: &mut Validator<'_>) {
         );
     }
     match (&jwt.jwks_url, &jwt.jwks_file) {
-        (None, None) => v.error("auth.jwt.jwks_url", "set jwks_url or jwks_file with server.auth.jwt.issuer"),
-        (Some(_), Some(_)) => v.error("auth.jwt.jwks_file", "set only one of jwks_url and jwks_file"),
+        (None, None) => v.error(
+            "auth.jwt.jwks_url",
+            "set jwks_url or jwks_file with server.auth.jwt.issuer",
+        ),
+        (Some(_), Some(_)) => v.error(
+            "auth.jwt.jwks_file",
+            "set only one of jwks_url and jwks_file",
+        ),
         (Some(url), None) => {
             if let Err(problem) = check_jwks_url(url, env) {
                 v.error("auth.jwt.jwks_url", problem);
@@ -80,20 +86,29 @@ pub fn validate(server: &ServerConfig, v: &mut Validator<'_>) {
         }
     }
     if jwt.algorithms.is_empty() {
-        v.error("auth.jwt.algorithms", "name at least one algorithm, e.g. [\"RS256\"]");
+        v.error(
+            "auth.jwt.algorithms",
+            "name at least one algorithm, e.g. [\"RS256\"]",
+        );
     }
     for (index, name) in jwt.algorithms.iter().enumerate() {
         if let Err(problem) = algorithm(name) {
             v.error(&format!("auth.jwt.algorithms[{index}]"), problem);
         }
     }
-    for (key, claim) in [("auth.jwt.tenant_claim", &jwt.tenant_claim), ("auth.jwt.scope_claim", &jwt.scope_claim)] {
+    for (key, claim) in [
+        ("auth.jwt.tenant_claim", &jwt.tenant_claim),
+        ("auth.jwt.scope_claim", &jwt.scope_claim),
+    ] {
         if claim.trim().is_empty() {
             v.error(key, "must name a claim");
         }
     }
     if jwt.leeway_secs > 300 {
-        v.strict("auth.jwt.leeway_secs", "more than 300 s accepts expired tokens for long; fix the clocks instead (NTP)");
+        v.strict(
+            "auth.jwt.leeway_secs",
+            "more than 300 s accepts expired tokens for long; fix the clocks instead (NTP)",
+        );
     }
     if auth.resource_url.is_none() {
         v.error(
@@ -110,7 +125,10 @@ pub fn validate(server: &ServerConfig, v: &mut Validator<'_>) {
 }
 
 fn algorithm(name: &str) -> Result<Algorithm, String> {
-    let supported: Vec<String> = jwt_ring::SUPPORTED.iter().map(|a| format!("{a:?}")).collect();
+    let supported: Vec<String> = jwt_ring::SUPPORTED
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect();
     jwt_ring::SUPPORTED
         .iter()
         .copied()
@@ -135,10 +153,7 @@ fn host_is_loopback(uri: &axum::http::Uri) -> bool {
 }
 
 fn parse_http_url(url: &str) -> Result<axum::http::Uri, String> {
-    let uri: axum::http::Uri = url
-        .trim()
-        .parse()
-        .map_err(|_| "is not a URL".to_owned())?;
+    let uri: axum::http::Uri = url.trim().parse().map_err(|_| "is not a URL".to_owned())?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(_)) => Ok(uri),
         _ => Err("must be an absolute http or https URL".to_owned()),
@@ -150,7 +165,9 @@ fn parse_http_url(url: &str) -> Result<axum::http::Uri, String> {
 fn check_jwks_url(url: &str, env: Environment) -> Result<(), String> {
     let uri = parse_http_url(url)?;
     if env.is_strict() && uri.scheme_str() != Some("https") {
-        return Err(format!("must use https in {env}: keys fetched over plain http could be replaced on the way"));
+        return Err(format!(
+            "must use https in {env}: keys fetched over plain http could be replaced on the way"
+        ));
     }
     Ok(())
 }
@@ -158,7 +175,10 @@ fn check_jwks_url(url: &str, env: Environment) -> Result<(), String> {
 /// Advertised URLs: `https` in production unless loopback.
 fn check_url(url: &str, env: Environment, what: &str) -> Result<(), String> {
     let uri = parse_http_url(url)?;
-    if env == Environment::Production && uri.scheme_str() != Some("https") && !host_is_loopback(&uri) {
+    if env == Environment::Production
+        && uri.scheme_str() != Some("https")
+        && !host_is_loopback(&uri)
+    {
         return Err(format!("the {what} must use https in production"));
     }
     Ok(())
@@ -175,7 +195,11 @@ pub fn jwt_settings(jwt: &JwtConfig) -> Option<(JwtSettings, JwksSource, Duratio
     let settings = JwtSettings {
         issuer,
         audiences: jwt.audience.clone(),
-        algorithms: jwt.algorithms.iter().filter_map(|name| algorithm(name).ok()).collect(),
+        algorithms: jwt
+            .algorithms
+            .iter()
+            .filter_map(|name| algorithm(name).ok())
+            .collect(),
         tenant_claim: jwt.tenant_claim.clone(),
         scope_claim: jwt.scope_claim.clone(),
         leeway_secs: jwt.leeway_secs,
