@@ -78,9 +78,11 @@ async fn the_guards_answer_401_403_405_413_and_404() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 401);
+    // RFC 6750 §3.1: no error code without credentials; the scopes the server knows. Without
+    // server.auth.resource_url there is no metadata to point to (and it is a 404, below).
     assert_eq!(
         missing.headers()["www-authenticate"],
-        r#"Bearer error="invalid_token""#
+        r#"Bearer scope="memory:read memory:write memory:forget""#
     );
     let wrong = modern_post(&http, &base)
         .bearer_auth("not-the-token-at-all")
@@ -89,6 +91,10 @@ async fn the_guards_answer_401_403_405_413_and_404() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        wrong.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token", scope="memory:read memory:write memory:forget""#
+    );
 
     let foreign = modern_post(&http, &base)
         .bearer_auth(TOKEN)
