@@ -45,7 +45,16 @@ async fn connect(era: ProtocolVersion) -> Client {
     ));
     let (server_side, client_side) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
-        let running = MemoryServer::new(app).serve(server_side).await.unwrap();
+        // In-process, like stdio: one principal for the session, every scope.
+        let principal = cognitive_memory_mcp::auth::Principal::new(
+            "test",
+            cognitive_memory_mcp::tenancy::Tenant::default(),
+            cognitive_memory_mcp::auth::Scopes::ALL,
+        );
+        let running = MemoryServer::stdio(app, principal)
+            .serve(server_side)
+            .await
+            .unwrap();
         let _ = running.waiting().await;
     });
     ().serve_with_lifecycle(client_side, mcp_client::lifecycle(&era))
@@ -189,6 +198,8 @@ async fn store_search_replay_and_forget_round_trip() {
 
     let status = ok(&client, "memory_status", json!({})).await;
     assert_eq!(status["environment"], "test");
+    assert_eq!(status["tenant"], "default");
+    assert_eq!(status["principal"], "test");
     assert_eq!(status["raw_turns"], 2);
     assert_eq!(status["insights"], 1);
     assert!(!status.to_string().contains("password"));
