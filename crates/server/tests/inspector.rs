@@ -27,6 +27,10 @@
 //! `store_raw_dialogue` then `search_memory` for a unique word; per era over HTTP: a tool error,
 //! and four ways of being refused (no token, no token with `--stored-auth-only`, a wrong token,
 //! a foreign Origin). 26 Inspector runs, about 15 s here (2 cores).
+//!
+//! With `server.auth.jwt` (second test): per era, the 401 without a TTY is `auth_required`, and
+//! with a "browser" the Inspector goes through the OAuth flow the Protected Resource Metadata
+//! points to (a small authorization server of the test) and calls a tool with the JWT.
 
 #[path = "support/daemon.rs"]
 mod daemon;
@@ -214,8 +218,8 @@ async fn the_mcp_inspector_cli_lists_stores_and_searches_over_stdio_and_http_in_
         ));
 
         // (d): without the bearer header (or with a wrong one) the daemon answers 401 with
-        // `WWW-Authenticate: Bearer error="invalid_token"` and lets
-        // `/.well-known/oauth-protected-resource` 404. The Inspector classifies any 401 as
+        // `WWW-Authenticate: Bearer [error="invalid_token", ]scope="…"` and, with no
+        // `server.auth.resource_url`, lets `/.well-known/oauth-protected-resource` 404. The Inspector classifies any 401 as
         // `auth_required` and would start OAuth; without a TTY on stdin/stderr it refuses the
         // interactive login rather than hang, and with `--stored-auth-only` (its advice for CI)
         // it finds no stored token. Either way it exits 3 (EXIT_CODES.AUTH_REQUIRED) with a JSON
@@ -295,6 +299,252 @@ async fn the_mcp_inspector_cli_lists_stores_and_searches_over_stdio_and_http_in_
     drop(daemon);
 }
 
+/// With `server.auth.jwt` on, a real OAuth client understands the 401 and gets in: the Inspector
+/// reads `resource_metadata` from the challenge, fetches our Protected Resource Metadata, follows
+/// its `authorization_servers` entry to a small authorization server of this test (metadata,
+/// dynamic client registration, an authorization endpoint that approves at once, a token
+/// endpoint issuing an ES256 JWT for tenant `oauth-team`), with a "browser" that only follows
+/// the redirect (`BROWSER`, used by the `open` package's xdg-open) — then lists the tools and
+/// reads `memory_status` as that tenant. Without a TTY and without auto-open it refuses the
+/// interactive login with `auth_required` (exit 3) instead of hanging.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mcp_inspector_follows_the_401_through_oauth_to_a_jwt() {
+    let inspector = match install_inspector() {
+        Ok(path) => path,
+        Err(reason) => return npm::skip("COGMEM_REQUIRE_INSPECTOR", &reason),
+    };
+    let work = tempfile::tempdir().unwrap();
+    let authorization = AuthorizationServer::start(work.path()).await;
+    // A fixed port, so the advertised resource is the URL the client really uses.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let issuer = authorization.issuer.clone();
+    let database = stamped_database(Environment::Test).await;
+    let mut launch = Launch::http(&database.url)
+        .env("COGMEM__SERVER__AUTH__JWT__ISSUER", &issuer)
+        .env("COGMEM__SERVER__AUTH__JWT__AUDIENCE", "[\"cogmem\"]")
+        .env(
+            "COGMEM__SERVER__AUTH__JWT__JWKS_FILE",
+            authorization.jwks_file.to_str().unwrap(),
+        )
+        .env("COGMEM__SERVER__AUTH__JWT__ALGORITHMS", "[\"ES256\"]")
+        .env("COGMEM__SERVER__AUTH__RESOURCE_URL", &url)
+        .env(
+            "COGMEM__SERVER__AUTH__AUTHORIZATION_SERVERS",
+            &format!("[\"{issuer}\"]"),
+        );
+    launch.args = vec!["serve".into(), "--bind".into(), format!("127.0.0.1:{port}")];
+    let mut daemon = launch.spawn();
+    daemon.ready();
+    let browser = work.path().join("browser");
+    std::fs::write(
+        &browser,
+        "#!/bin/sh\nexec curl -s -o /dev/null -L --max-time 20 \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let target = Target::Http {
+        url: url.clone(),
+        headers: vec![],
+        name: "http-oauth",
+    };
+    for era in ERAS {
+        let home = tempfile::tempdir().unwrap();
+        let run = Inspector {
+            bin: &inspector,
+            home: home.path(),
+            target: &target,
+            era,
+        };
+        // No TTY, no auto-open: a clear auth_required, nothing asked of the authorization server
+        // beyond discovery.
+        let refused = run.run(&["--method", "tools/list"]);
+        assert_eq!(
+            refused.code,
+            Some(EXIT_AUTH_REQUIRED),
+            "{}: {refused:?}",
+            run.label()
+        );
+        let envelope: Value = serde_json::from_str(refused.stderr.trim()).unwrap_or_else(|err| {
+            panic!("{}: stderr is not JSON ({err}): {refused:?}", run.label())
+        });
+        assert_eq!(envelope["error"]["code"], "auth_required", "{envelope}");
+
+        // With a "browser": the whole flow, then the tools as the token's tenant.
+        authorization.asked.lock().unwrap().clear();
+        let mut command = run.command(&["--method", "tools/call", "--tool-name", "memory_status"]);
+        command
+            .env("MCP_AUTO_OPEN_ENABLED", "true")
+            .env("BROWSER", &browser);
+        let output = npm::run(command, Duration::from_secs(90)).unwrap();
+        let asked = authorization.asked.lock().unwrap().clone();
+        assert_eq!(
+            output.code,
+            Some(0),
+            "{}: {output:?}; authorization server saw {asked:?}\n{}",
+            run.label(),
+            daemon.stderr()
+        );
+        let result: Value = serde_json::from_str(&output.stdout).unwrap();
+        let status = &result["result"]["structuredContent"];
+        assert_eq!(status["tenant"], "oauth-team", "{result}");
+        assert_eq!(status["principal"], "jwt:inspector-user", "{result}");
+        for step in ["/register", "/authorize", "/token"] {
+            assert!(
+                asked.iter().any(|path| path == step),
+                "{}: no {step} in {asked:?}",
+                run.label()
+            );
+        }
+        assert!(
+            asked.iter().any(|path| path.starts_with("/.well-known/")),
+            "{}: no metadata request in {asked:?}",
+            run.label()
+        );
+        println!(
+            "{}: OAuth via the Protected Resource Metadata: {asked:?}",
+            run.label()
+        );
+    }
+    drop(daemon);
+}
+
+/// A minimal OAuth 2.1 authorization server on loopback: RFC 8414 metadata, RFC 7591
+/// registration, an authorization endpoint that approves every request, and a token endpoint
+/// issuing ES256 JWTs whose key is in `jwks_file`. Records the paths asked for.
+struct AuthorizationServer {
+    issuer: String,
+    jwks_file: PathBuf,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AuthorizationServer {
+    async fn start(dir: &Path) -> Self {
+        use axum::routing::{get, post};
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let key = std::sync::Arc::new(
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .unwrap(),
+        );
+        let point = key.public_key().as_ref().to_vec();
+        let jwks_file = dir.join("jwks.json");
+        std::fs::write(
+            &jwks_file,
+            json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "as-1", "alg": "ES256",
+                             "x": b64(&point[1..33]), "y": b64(&point[33..65])}]})
+            .to_string(),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+
+        let metadata = {
+            let issuer = issuer.clone();
+            move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({
+                        "issuer": issuer,
+                        "authorization_endpoint": format!("{issuer}/authorize"),
+                        "token_endpoint": format!("{issuer}/token"),
+                        "registration_endpoint": format!("{issuer}/register"),
+                        "response_types_supported": ["code"],
+                        "grant_types_supported": ["authorization_code", "refresh_token"],
+                        "code_challenge_methods_supported": ["S256"],
+                        "token_endpoint_auth_methods_supported": ["none"],
+                        "scopes_supported": ["memory:read", "memory:write", "memory:forget"],
+                    }))
+                }
+            }
+        };
+        let register = |axum::Json(mut request): axum::Json<Value>| async move {
+            request["client_id"] = json!("inspector-client");
+            request["token_endpoint_auth_method"] = json!("none");
+            (axum::http::StatusCode::CREATED, axum::Json(request))
+        };
+        let authorize = |uri: axum::http::Uri| async move {
+            let query: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let mut target = url::Url::parse(&query["redirect_uri"]).unwrap();
+            target.query_pairs_mut().append_pair("code", "test-code");
+            if let Some(state) = query.get("state") {
+                target.query_pairs_mut().append_pair("state", state);
+            }
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, target.to_string())],
+            )
+        };
+        let token = {
+            let (issuer, key) = (issuer.clone(), key.clone());
+            move |_body: String| {
+                let (issuer, key) = (issuer.clone(), key.clone());
+                async move {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs();
+                    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "as-1"});
+                    let claims = json!({"iss": issuer, "aud": "cogmem", "sub": "inspector-user",
+                        "tenant": "oauth-team", "scope": "memory:read memory:write",
+                        "iat": now, "exp": now + 600});
+                    let message = format!(
+                        "{}.{}",
+                        b64(header.to_string().as_bytes()),
+                        b64(claims.to_string().as_bytes())
+                    );
+                    let signature = key
+                        .sign(&ring::rand::SystemRandom::new(), message.as_bytes())
+                        .unwrap();
+                    axum::Json(json!({
+                        "access_token": format!("{message}.{}", b64(signature.as_ref())),
+                        "token_type": "Bearer",
+                        "expires_in": 600,
+                        "scope": "memory:read memory:write",
+                    }))
+                }
+            }
+        };
+        let seen = asked.clone();
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(metadata.clone()),
+            )
+            .route("/.well-known/openid-configuration", get(metadata))
+            .route("/register", post(register))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    seen.lock().unwrap().push(request.uri().path().to_owned());
+                    next.run(request)
+                },
+            ));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self {
+            issuer,
+            jwks_file,
+            asked,
+        }
+    }
+}
+
 enum Target {
     /// The Inspector launches the server itself.
     Stdio {
@@ -332,6 +582,13 @@ impl Inspector<'_> {
 
     /// `mcp-inspector --cli --format json -q --protocol-era ERA <method args> <target>`.
     fn run(&self, method: &[&str]) -> npm::Output {
+        let command = self.command(method);
+        npm::run(command, Duration::from_secs(60))
+            .unwrap_or_else(|err| panic!("{}: cannot run the Inspector: {err}", self.label()))
+    }
+
+    /// The command [`Inspector::run`] runs.
+    fn command(&self, method: &[&str]) -> Command {
         let mut command = Command::new(self.bin);
         command
             .env_clear()
@@ -372,8 +629,7 @@ impl Inspector<'_> {
                 }
             }
         }
-        npm::run(command, Duration::from_secs(60))
-            .unwrap_or_else(|err| panic!("{}: cannot run the Inspector: {err}", self.label()))
+        command
     }
 
     /// Runs and expects exit 0 with one JSON object on stdout.

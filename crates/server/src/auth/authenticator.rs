@@ -15,7 +15,7 @@ use crate::auth::principal::Principal;
 use crate::auth::resource_metadata::ResourceMetadata;
 use crate::auth::setup;
 use crate::auth::token_set::{AuthError, SharedTokenSet, TokenSet};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, Transport};
 
 /// Why a request is not authenticated. `reason` is for the log (never the token); the client
 /// gets [`AuthRefusal::public`].
@@ -73,11 +73,14 @@ impl Authenticator {
     pub fn from_config(server: &ServerConfig) -> Result<Self, SetupError> {
         let auth = &server.auth;
         let enabled = auth.required;
-        let keys = match (&auth.keys_file, enabled) {
+        // A stdio server builds the router only for its own /health probe: it reads no
+        // credential files (and its /mcp, unreachable anyway, accepts nothing but a token).
+        let http = enabled && server.transport == Transport::Http;
+        let keys = match (&auth.keys_file, http) {
             (Some(path), true) => Some(SharedApiKeys::load(Path::new(path))?),
             _ => None,
         };
-        let jwt = match setup::jwt_settings(&auth.jwt).filter(|_| enabled) {
+        let jwt = match setup::jwt_settings(&auth.jwt).filter(|_| http) {
             Some((settings, source, min_refetch, max_age)) => Some(
                 JwtValidator::new(settings, source, min_refetch, max_age)
                     .map_err(SetupError::Jwt)?,
