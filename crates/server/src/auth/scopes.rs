@@ -90,12 +90,8 @@ impl Scopes {
     pub fn parse_list(text: &str) -> Result<Scopes, String> {
         let mut scopes = Scopes::NONE;
         for name in text.split([',', ' ']).filter(|name| !name.is_empty()) {
-            let scope = Scope::parse(name).ok_or_else(|| {
-                format!(
-                    "unknown scope {name:?}; the scopes are {}",
-                    Scopes::ALL.to_string()
-                )
-            })?;
+            let scope = Scope::parse(name)
+                .ok_or_else(|| format!("unknown scope {name:?}; the scopes are {}", Scopes::ALL))?;
             scopes = scopes.with(scope);
         }
         if scopes.is_empty() {

@@ -28,10 +28,10 @@ pub fn validate(server: &ServerConfig, v: &mut Validator<'_>) {
             v.error("auth.keys_file", err.to_string());
         }
     }
-    if let Some(url) = &auth.resource_url {
-        if let Err(problem) = check_url(url, env, "resource_url") {
-            v.error("auth.resource_url", problem);
-        }
+    if let Some(url) = &auth.resource_url
+        && let Err(problem) = check_url(url, env, "resource_url")
+    {
+        v.error("auth.resource_url", problem);
     }
     for (index, server_url) in auth.authorization_servers.iter().enumerate() {
         if let Err(problem) = check_url(server_url, env, "authorization server") {
