@@ -21,11 +21,24 @@ pub fn validate(server: &ServerConfig, v: &mut Validator<'_>) {
     let env = v.environment();
     // Files are read only where they are used: a stdio client sharing the file need not read it.
     let http = server.transport == Transport::Http && auth.required;
+    if !auth.required && (auth.keys_file.is_some() || auth.jwt.issuer.is_some()) {
+        v.warning(
+            "auth.required",
+            "false, so server.auth.keys_file and server.auth.jwt are not used: every request is anonymous",
+        );
+    }
     if let Some(path) = &auth.keys_file {
         if !Path::new(path).is_absolute() {
             v.error("auth.keys_file", "must be an absolute path");
-        } else if http && let Err(err) = ApiKeys::load(Path::new(path)) {
-            v.error("auth.keys_file", err.to_string());
+        } else if http {
+            match ApiKeys::load(Path::new(path)) {
+                Err(err) => v.error("auth.keys_file", err.to_string()),
+                Ok(keys) if keys.is_empty() => v.warning(
+                    "auth.keys_file",
+                    format!("{path} holds no keys; add lines made by `cognitive-memory-mcp auth new-key`"),
+                ),
+                Ok(_) => {}
+            }
         }
     }
     if let Some(url) = &auth.resource_url

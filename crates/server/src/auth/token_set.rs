@@ -50,14 +50,6 @@ pub enum AuthError {
     Expired(TokenId),
 }
 
-impl AuthError {
-    /// The `WWW-Authenticate` challenge of the 401 (RFC 6750). The same for every case, so a
-    /// prober learns nothing from it; the body says what to fix.
-    pub fn challenge(&self) -> &'static str {
-        r#"Bearer error="invalid_token""#
-    }
-}
-
 /// One entry of `server.auth.previous_tokens`: a token and when it stops being accepted.
 #[derive(Clone)]
 pub struct PreviousToken {
