@@ -44,8 +44,8 @@ pub enum Command {
     /// migrations (exit 78 on a mismatch or pending migrations without database.auto_migrate) →
     /// listener → READY=1. SIGTERM/SIGINT drain in-flight requests for up to
     /// server.shutdown_grace_secs and exit 0; SIGHUP re-reads the configuration and secret files
-    /// and applies the log level, payload logging, rate limit, accepted bearer tokens and a new
-    /// database password. Staging and production refuse a SUPERUSER or BYPASSRLS database role
+    /// and applies the log level, payload logging, rate limit, accepted bearer tokens, the API
+    /// keys file (server.auth.keys_file) and a JWKS, and a new database password. Staging and production refuse a SUPERUSER or BYPASSRLS database role
     /// (exit 78).
     Serve(ServeArgs),
     /// Inspect the configuration of the selected environment.
