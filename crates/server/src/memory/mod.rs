@@ -18,6 +18,7 @@ mod params;
 mod postings;
 mod search;
 mod store;
+mod write_batch;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -30,6 +31,7 @@ pub use params::{
 pub use postings::SearchPathCounts;
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
+pub use write_batch::WriteBatchSettings;
 pub(crate) use store::UNLINK;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).
