@@ -168,6 +168,11 @@ impl MemoryStore {
         self
     }
 
+    /// `store_raw` calls whose turn is queued or being written (accepted, not yet answered).
+    pub fn pending_writes(&self) -> usize {
+        self.batcher.pending()
+    }
+
     pub fn write_batch_settings(&self) -> WriteBatchSettings {
         self.batcher.settings()
     }

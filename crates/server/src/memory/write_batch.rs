@@ -26,6 +26,7 @@
 //! call span; the other callers' calls show no statement of their own.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -122,6 +123,8 @@ enum State {
 pub(super) struct WriteBatcher {
     settings: WriteBatchSettings,
     state: Mutex<State>,
+    /// Turns accepted into the queue and not yet answered.
+    pending: AtomicUsize,
 }
 
 impl std::fmt::Debug for WriteBatcher {
@@ -144,7 +147,13 @@ impl WriteBatcher {
         WriteBatcher {
             settings,
             state: Mutex::new(State::Idle),
+            pending: AtomicUsize::new(0),
         }
+    }
+
+    /// Turns accepted and not yet answered (queued or being written).
+    pub(super) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     pub(super) fn settings(&self) -> WriteBatchSettings {
@@ -188,6 +197,9 @@ impl WriteBatcher {
             return Err(shut_down());
         }
         drop(sender);
+        // Counted until answered, or until the caller gives up waiting (the turn is still
+        // written: a write once queued is not withdrawn).
+        let _pending = Pending::count(&self.pending);
         // A writer always answers; no answer means it was cancelled (runtime shutting down).
         answer.await.unwrap_or_else(|_| Err(shut_down()))
     }
@@ -209,6 +221,21 @@ impl WriteBatcher {
         for writer in writers {
             let _ = writer.await;
         }
+    }
+}
+
+struct Pending<'a>(&'a AtomicUsize);
+
+impl<'a> Pending<'a> {
+    fn count(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Pending(counter)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
