@@ -198,7 +198,7 @@ async fn assert_vectors_are_v2s(pool: &PgPool) {
                      tsvector_to_array(to_tsvector('simple'::regconfig, content)))
         || ts_delete(setweight(to_tsvector('german'::regconfig, content), 'C'),
                      tsvector_to_array(to_tsvector('simple'::regconfig, content)))";
-    let (rows, differing): (i64, i64) = sqlx::query_as(&format!(
+    let (rows, differing): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH v AS (
              SELECT search_tsv, {V2} AS v2 FROM l0_raw
              UNION ALL SELECT search_tsv, {V2} FROM l2_insights
@@ -208,7 +208,7 @@ async fn assert_vectors_are_v2s(pool: &PgPool) {
                                'Collecting collected COLLECTS ÄÖÜ straße']) AS t(content)
          )
          SELECT count(*), count(*) FILTER (WHERE search_tsv::text IS DISTINCT FROM v2::text) FROM v"
-    ))
+    )))
     .fetch_one(pool)
     .await
     .expect("compare the vectors");
