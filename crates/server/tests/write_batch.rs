@@ -84,7 +84,10 @@ fn spawn_stores(
 /// Holds `SHARE` on l0_raw, which blocks every insert until released.
 async fn block_inserts(url: &str) -> PgConnection {
     let mut conn = PgConnection::connect(url).await.expect("connect");
-    sqlx::query("BEGIN").execute(&mut conn).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut conn)
+        .await
+        .expect("begin");
     sqlx::query("LOCK TABLE l0_raw IN SHARE MODE")
         .execute(&mut conn)
         .await
@@ -124,7 +127,10 @@ async fn concurrent_stores_are_written_together_and_each_caller_gets_its_own_id(
     .await;
     // Hold the writer on its first batch so that the rest queue up behind it.
     let lock = block_inserts(&db.url).await;
-    let calls = spawn_stores(&store, (0..100).map(|i| format!("turn number {i} of the batch")));
+    let calls = spawn_stores(
+        &store,
+        (0..100).map(|i| format!("turn number {i} of the batch")),
+    );
     until_pending(&store, 100).await;
     release(lock).await;
 
@@ -142,7 +148,11 @@ async fn concurrent_stores_are_written_together_and_each_caller_gets_its_own_id(
     assert_eq!(store.pending_writes(), 0);
 
     let stored = rows(&pool).await;
-    assert_eq!(stored.len(), 100, "exactly the acknowledged turns are stored");
+    assert_eq!(
+        stored.len(),
+        100,
+        "exactly the acknowledged turns are stored"
+    );
     for (id, content) in &acknowledged {
         let (session, stored_content, metadata, _) = stored
             .get(id)
@@ -221,7 +231,10 @@ async fn a_rejected_turn_fails_alone_and_acknowledged_writes_stay() {
                 healthy.insert(id, content);
             }
             Err(err) => {
-                assert_eq!(content, "poison", "only the poison may fail, not {content:?}: {err}");
+                assert_eq!(
+                    content, "poison",
+                    "only the poison may fail, not {content:?}: {err}"
+                );
                 assert!(
                     matches!(&err, MemoryError::Database(_)),
                     "the poison fails as a database error: {err:?}"
@@ -235,7 +248,10 @@ async fn a_rejected_turn_fails_alone_and_acknowledged_writes_stay() {
     let stored = rows(&pool).await;
     assert_eq!(stored.len(), 40, "10 earlier + 30 healthy, no poison");
     for id in &earlier {
-        assert!(stored.contains_key(id), "earlier acknowledged write {id} lost");
+        assert!(
+            stored.contains_key(id),
+            "earlier acknowledged write {id} lost"
+        );
     }
     for (id, content) in &healthy {
         assert_eq!(&stored[id].1, content);
@@ -253,7 +269,10 @@ async fn close_writes_the_queued_turns_then_refuses_new_ones() {
     })
     .await;
     let lock = block_inserts(&db.url).await;
-    let calls = spawn_stores(&store, (0..50).map(|i| format!("queued before shutdown {i}")));
+    let calls = spawn_stores(
+        &store,
+        (0..50).map(|i| format!("queued before shutdown {i}")),
+    );
     until_pending(&store, 50).await;
 
     let closing = {
@@ -313,7 +332,9 @@ async fn a_full_queue_holds_callers_back() {
     assert_eq!(store.pending_writes(), 3, "the queue is bounded");
     release(lock).await;
     for (_, call) in calls {
-        call.await.unwrap().expect("every caller is served in the end");
+        call.await
+            .unwrap()
+            .expect("every caller is served in the end");
     }
     let stored = rows(&pool).await;
     assert_eq!(stored.len(), 8);

@@ -31,8 +31,8 @@ pub use params::{
 pub use postings::SearchPathCounts;
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
-pub use write_batch::WriteBatchSettings;
 pub(crate) use store::UNLINK;
+pub use write_batch::WriteBatchSettings;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).
 pub const MAX_SESSION_ID_CHARS: usize = 200;

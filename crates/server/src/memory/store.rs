@@ -509,7 +509,10 @@ fn decode_error(what: &'static str) -> sqlx::Error {
 }
 
 /// See [`MemoryStore::lease`].
-pub(super) async fn lease_from(pool: &PgPool, named_statements: bool) -> Result<Lease, sqlx::Error> {
+pub(super) async fn lease_from(
+    pool: &PgPool,
+    named_statements: bool,
+) -> Result<Lease, sqlx::Error> {
     Ok(if named_statements {
         Lease::Pooled(connection(db::acquire(pool)).await?)
     } else {

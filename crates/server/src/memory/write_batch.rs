@@ -22,23 +22,27 @@
 //! - **Shutdown** ([`WriteBatcher::close`]): new calls are refused as unavailable, the turns
 //!   already queued are written and answered, then the writers end.
 //!
-//! Telemetry: the batch's statement span (`INSERT l0_raw`) is a child of the first caller's
-//! call span; the other callers' calls show no statement of their own.
+//! Telemetry: every caller's call span gets a child span `INSERT l0_raw` for the statement that
+//! wrote its turn (the batch's statement, recorded in each caller's trace); the statement is
+//! counted once in the metrics.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry::trace::FutureExt as _;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::store::lease_from;
 use super::{MemoryError, StoredTurn};
-use crate::telemetry::statement;
+use crate::telemetry::{metrics, traces};
 use crate::tenancy::Tenant;
 
 /// The batch insert: the turns in their queue order (`n`); the identity column numbers them in
@@ -295,7 +299,10 @@ async fn writer(
 async fn write_tenant(target: &Target, tenant: &Tenant, items: Vec<Queued>) {
     let context = items[0].context.clone();
     let turns: Vec<&RawTurn> = items.iter().map(|item| &item.turn).collect();
-    let result = insert(target, tenant, &turns).with_context(context).await;
+    let contexts: Vec<&Context> = items.iter().map(|item| &item.context).collect();
+    let result = insert(target, tenant, &turns, &contexts)
+        .with_context(context)
+        .await;
     match result {
         Ok(stored) => {
             for (item, stored) in items.into_iter().zip(stored) {
@@ -311,7 +318,7 @@ async fn write_tenant(target: &Target, tenant: &Tenant, items: Vec<Queued>) {
         // the turn at fault fails.
         Err(sqlx::Error::Database(_)) => {
             for item in items {
-                let result = insert(target, tenant, &[&item.turn])
+                let result = insert(target, tenant, &[&item.turn], &[&item.context])
                     .with_context(item.context.clone())
                     .await
                     .map_err(MemoryError::from)
@@ -334,28 +341,35 @@ async fn write_tenant(target: &Target, tenant: &Tenant, items: Vec<Queued>) {
 }
 
 /// Inserts `turns` with one statement (committed on return) and returns them as stored, in
-/// order.
+/// order. The statement's span (`INSERT l0_raw`) is recorded once in each caller's trace
+/// (`contexts`), so every call shows the statement that wrote its turn; the statement is
+/// counted once in the metrics.
 async fn insert(
     target: &Target,
     _tenant: &Tenant,
     turns: &[&RawTurn],
+    contexts: &[&Context],
 ) -> Result<Vec<StoredTurn>, sqlx::Error> {
     let session_ids: Vec<&str> = turns.iter().map(|t| t.session_id.as_str()).collect();
     let speakers: Vec<&str> = turns.iter().map(|t| t.speaker).collect();
     let contents: Vec<&str> = turns.iter().map(|t| t.content.as_str()).collect();
     let metadata: Vec<&str> = turns.iter().map(|t| t.metadata.as_str()).collect();
     let mut lease = lease_from(&target.pool, target.named_statements).await?;
-    let rows = statement(
-        "INSERT l0_raw",
-        sqlx::query(INSERT_RAW_BATCH)
-            .bind(&session_ids)
-            .bind(&speakers)
-            .bind(&contents)
-            .bind(&metadata)
-            .persistent(target.named_statements)
-            .fetch_all(lease.conn()),
-    )
-    .await?;
+    let mut running: Pin<Box<dyn Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send + '_>> =
+        Box::pin(
+            sqlx::query(INSERT_RAW_BATCH)
+                .bind(&session_ids)
+                .bind(&speakers)
+                .bind(&contents)
+                .bind(&metadata)
+                .persistent(target.named_statements)
+                .fetch_all(lease.conn()),
+        );
+    for context in contexts {
+        running =
+            Box::pin(traces::statement("INSERT l0_raw", running).with_context((*context).clone()));
+    }
+    let rows = metrics::count_statement(running).await?;
     lease.done().await?;
     let mut stored = rows
         .iter()
