@@ -83,7 +83,8 @@ pub struct BenchOptions {
     pub http_only: bool,
     /// Also measure the store load on a second cluster with fsync, full_page_writes and
     /// synchronous_commit off, as extra rows labelled "fsync off" (the main rows always run at
-    /// PostgreSQL's default durability).
+    /// PostgreSQL's default durability). The full run (no `--quick`, `--telemetry-only` or
+    /// `--replicas`) always adds them.
     #[arg(long)]
     pub fsync_off_row: bool,
     /// Only the replica figures: store_raw_dialogue and search_memory at 32 clients against 1
@@ -94,6 +95,20 @@ pub struct BenchOptions {
     /// Measure this server binary instead of building the release binary (for tests).
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
+    /// Set NAME=VALUE in every server's environment, e.g.
+    /// `COGMEM__MEMORY__WRITE_BATCH__MAX_BATCH=1` for an A/B run without group commit
+    /// (repeatable; shown in the report's command).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = parse_server_env)]
+    pub server_env: Vec<(String, String)>,
+}
+
+fn parse_server_env(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if name.starts_with("COGMEM__") => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err("expected COGMEM__NAME=VALUE (a configuration variable)".to_owned()),
+    }
 }
 
 impl BenchOptions {
@@ -122,6 +137,9 @@ impl BenchOptions {
         }
         if let Some(binary) = &self.binary {
             command.push_str(&format!(" --binary {}", binary.display()));
+        }
+        for (name, value) in &self.server_env {
+            command.push_str(&format!(" --server-env {name}={value}"));
         }
         command
     }
@@ -198,6 +216,7 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         return Err(exec_release_xtask(root));
     }
     let profile = if options.quick { QUICK } else { FULL };
+    let _ = server::SERVER_ENV.set(options.server_env.clone());
     let started = Instant::now();
     let binary = match &options.binary {
         Some(binary) => binary.clone(),
@@ -216,7 +235,9 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         runtime.block_on(measure(root, &binary, &cluster, &profile, options))?
     };
     drop(cluster);
-    if options.fsync_off_row {
+    let fsync_off_row =
+        options.fsync_off_row || !(options.quick || options.telemetry_only || options.replicas);
+    if fsync_off_row {
         let cluster = start_cluster(Durability::Off)?;
         let figures = runtime.block_on(store_without_fsync(root, &binary, &cluster, &profile))?;
         report.figures.extend(figures);

@@ -234,6 +234,25 @@ pub struct MemoryConfig {
     /// How long memories are kept before the daemon expires them.
     #[config(section)]
     pub retention: RetentionConfig,
+    /// Group commit of `store_raw_dialogue`: concurrent calls written by one statement.
+    #[config(section)]
+    pub write_batch: WriteBatchConfig,
+}
+
+#[derive(Debug, Config)]
+pub struct WriteBatchConfig {
+    /// Most dialogue turns one statement (one commit) writes, 1 to 1000; 1 writes every turn on its own.
+    #[config(default = "64")]
+    pub max_batch: usize,
+    /// Milliseconds a writer waits for more turns after the first of a batch that is not full, 0 to 100; 0 writes what is queued at once (batches still form while the writers are busy), more trades latency for larger batches.
+    #[config(default = "0")]
+    pub max_wait_ms: u64,
+    /// Most turns waiting to be written, at least max_batch; a store call beyond it waits for room (back-pressure).
+    #[config(default = "1024")]
+    pub queue: usize,
+    /// Writer tasks, each writing one batch at a time on a pooled connection of its own, 1 to 16 (keep it below database.pool.max_connections).
+    #[config(default = "2")]
+    pub writers: usize,
 }
 
 #[derive(Debug, Config)]
@@ -508,6 +527,25 @@ fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
     }
     if !(1..=100_000).contains(&retention.batch_size) {
         v.error("retention.batch_size", "must be between 1 and 100000");
+    }
+    let batch = &memory.write_batch;
+    if !(1..=1000).contains(&batch.max_batch) {
+        v.error("write_batch.max_batch", "must be between 1 and 1000");
+    }
+    if batch.max_wait_ms > 100 {
+        v.error("write_batch.max_wait_ms", "must be between 0 and 100");
+    }
+    if batch.queue < batch.max_batch.max(1) || batch.queue > 1_000_000 {
+        v.error(
+            "write_batch.queue",
+            format!(
+                "must be between write_batch.max_batch ({}) and 1000000",
+                batch.max_batch
+            ),
+        );
+    }
+    if !(1..=16).contains(&batch.writers) {
+        v.error("write_batch.writers", "must be between 1 and 16");
     }
 }
 

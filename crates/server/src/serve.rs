@@ -26,7 +26,7 @@ use crate::health::{self, Health};
 use crate::http::{self, Guard};
 use crate::logging::{self, LogHandle};
 use crate::mcp::MemoryServer;
-use crate::memory::{MemoryLimits, MemoryStore, SearchSettings};
+use crate::memory::{MemoryLimits, MemoryStore, SearchSettings, WriteBatchSettings};
 use crate::reload;
 use crate::telemetry::{self, Telemetry};
 
@@ -279,7 +279,10 @@ impl Daemon {
         .with_search_settings(SearchSettings::from_config(
             &self.current.config.memory.search,
         ))
-        .with_prepared_statements(self.current.config.database.prepared_statements);
+        .with_prepared_statements(self.current.config.database.prepared_statements)
+        .with_write_batch(WriteBatchSettings::from_config(
+            &self.current.config.memory.write_batch,
+        ));
         let app = Arc::new(
             AppState::new(
                 environment,
@@ -411,6 +414,13 @@ impl Daemon {
             );
         }
         mcp_stop.cancel();
+        // The turns still queued for a group commit are written before the pool closes.
+        if tokio::time::timeout(POOL_CLOSE_TIMEOUT, app.store.close_writes())
+            .await
+            .is_err()
+        {
+            tracing::warn!("queued dialogue turns were not written within {POOL_CLOSE_TIMEOUT:?}");
+        }
         if tokio::time::timeout(POOL_CLOSE_TIMEOUT, pool.close())
             .await
             .is_err()

@@ -493,6 +493,53 @@ fn telemetry_settings_are_validated_and_the_endpoint_never_echoed() {
 }
 
 #[test]
+fn write_batch_settings_out_of_range_are_named_with_their_source() {
+    let root = Root::new();
+    valid_production(&root);
+    let run = root.run(
+        &["--env", "production", "config", "check"],
+        &[
+            ("COGMEM__MEMORY__WRITE_BATCH__MAX_BATCH", "0"),
+            ("COGMEM__MEMORY__WRITE_BATCH__MAX_WAIT_MS", "500"),
+            ("COGMEM__MEMORY__WRITE_BATCH__WRITERS", "17"),
+        ],
+    );
+    assert_eq!(run.code(), 78, "{}", run.all());
+    let err = run.stderr();
+    for needle in [
+        "memory.write_batch.max_batch: must be between 1 and 1000",
+        "memory.write_batch.max_wait_ms: must be between 0 and 100",
+        "memory.write_batch.writers: must be between 1 and 16",
+        "COGMEM__MEMORY__WRITE_BATCH__MAX_WAIT_MS",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let run = root.run(
+        &["--env", "production", "config", "check"],
+        &[
+            ("COGMEM__MEMORY__WRITE_BATCH__MAX_BATCH", "128"),
+            ("COGMEM__MEMORY__WRITE_BATCH__QUEUE", "64"),
+        ],
+    );
+    assert_eq!(run.code(), 78, "{}", run.all());
+    assert!(
+        run.stderr()
+            .contains("memory.write_batch.queue: must be between write_batch.max_batch (128)"),
+        "{}",
+        run.stderr()
+    );
+    let run = root.run(
+        &["--env", "production", "config", "check"],
+        &[
+            ("COGMEM__MEMORY__WRITE_BATCH__MAX_BATCH", "16"),
+            ("COGMEM__MEMORY__WRITE_BATCH__MAX_WAIT_MS", "2"),
+            ("COGMEM__MEMORY__WRITE_BATCH__WRITERS", "4"),
+        ],
+    );
+    assert_eq!(run.code(), 0, "{}", run.all());
+}
+
+#[test]
 fn search_settings_out_of_range_are_named_with_their_source() {
     let root = Root::new();
     valid_production(&root);

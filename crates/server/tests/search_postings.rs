@@ -190,6 +190,32 @@ async fn assert_postings_in_sync(pool: &PgPool) {
     assert_eq!((missing, extra), (0, 0), "postings missing / extra");
 }
 
+/// Every stored `search_tsv` (V8: `search_document`) is V2's expression, position for position:
+/// the migration changed how the vector is computed, not what it is.
+async fn assert_vectors_are_v2s(pool: &PgPool) {
+    const V2: &str = "setweight(to_tsvector('simple'::regconfig, content), 'A')
+        || ts_delete(setweight(to_tsvector('english'::regconfig, content), 'B'),
+                     tsvector_to_array(to_tsvector('simple'::regconfig, content)))
+        || ts_delete(setweight(to_tsvector('german'::regconfig, content), 'C'),
+                     tsvector_to_array(to_tsvector('simple'::regconfig, content)))";
+    let (rows, differing): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "WITH v AS (
+             SELECT search_tsv, {V2} AS v2 FROM l0_raw
+             UNION ALL SELECT search_tsv, {V2} FROM l2_insights
+             UNION ALL SELECT search_document(content), {V2}
+             FROM unnest(ARRAY['', ' ', 'The cats were running; Häuser und Bäume!',
+                               'it''s 3.5 e-mail foo@bar.com http://x.y/z-path', 'der die das the a',
+                               'Collecting collected COLLECTS ÄÖÜ straße']) AS t(content)
+         )
+         SELECT count(*), count(*) FILTER (WHERE search_tsv::text IS DISTINCT FROM v2::text) FROM v"
+    )))
+    .fetch_one(pool)
+    .await
+    .expect("compare the vectors");
+    assert!(rows > 1_000, "{rows} vectors compared");
+    assert_eq!(differing, 0, "vectors differing from V2's expression");
+}
+
 fn queries() -> Vec<String> {
     let mut queries: Vec<String> = (1..=34).map(word).collect();
     queries.extend((40..=400).step_by(40).map(word));
@@ -277,6 +303,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     let (_db, pool, store) = fresh().await;
     corpus(&store, &pool).await;
     assert_postings_in_sync(&pool).await;
+    assert_vectors_are_v2s(&pool).await;
 
     let before = store.search_path_counts();
     assert_same(&store, SearchSettings::default(), "defaults").await;

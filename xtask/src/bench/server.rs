@@ -29,6 +29,9 @@ pub struct Launcher {
     next_log: usize,
 }
 
+/// `--server-env NAME=VALUE` of the bench: set for every server it launches.
+pub static SERVER_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
 impl Launcher {
     pub fn new(binary: &Path, repo: &Path, database_url: &str) -> Result<Launcher> {
         let dir = tempfile::Builder::new()
@@ -45,7 +48,7 @@ impl Launcher {
             binary: binary.to_path_buf(),
             dir,
             database_url: database_url.to_owned(),
-            env: Vec::new(),
+            env: SERVER_ENV.get().cloned().unwrap_or_default(),
             next_log: 0,
         })
     }

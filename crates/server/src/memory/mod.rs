@@ -18,6 +18,7 @@ mod params;
 mod postings;
 mod search;
 mod store;
+mod write_batch;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -31,6 +32,7 @@ pub use postings::SearchPathCounts;
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
 pub(crate) use store::UNLINK;
+pub use write_batch::WriteBatchSettings;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).
 pub const MAX_SESSION_ID_CHARS: usize = 200;

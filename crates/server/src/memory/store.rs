@@ -11,12 +11,14 @@ use sqlx::{PgPool, Row};
 use super::params::{ForgetTarget, resolve_limit};
 use super::postings::{SearchPathCounts, SearchPaths};
 use super::search::SearchSettings;
+use super::write_batch::{RawTurn, Target, WriteBatchSettings, WriteBatcher};
 use super::{
     Forget, ForgetReport, GetSession, Insight, ItemLayer, ItemRef, MemoryError, MemoryLimits,
     SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn,
     Turn,
 };
 use crate::telemetry::{connection, statement};
+use crate::tenancy::Tenant;
 
 /// A timestamp column as RFC 3339 text in UTC with microseconds (sqlx has no time types here).
 macro_rules! rfc3339 {
@@ -28,14 +30,6 @@ macro_rules! rfc3339 {
         )
     };
 }
-
-const INSERT_RAW: &str = concat!(
-    "INSERT INTO l0_raw (session_id, speaker, content, metadata)
-     VALUES ($1, $2, $3, $4::text::jsonb)
-     RETURNING id, session_id, ",
-    rfc3339!("created_at"),
-    " AS created_at"
-);
 
 /// The cited ids that name no raw turn, each once, ascending. The turns that do exist are
 /// locked `FOR KEY SHARE` until the insight commits, so a concurrent `forget` either waits for
@@ -137,6 +131,8 @@ pub struct MemoryStore {
     search_paths: Arc<SearchPaths>,
     /// `database.prepared_statements`: false behind a pooler in transaction mode.
     named_statements: bool,
+    /// The group commit of `store_raw` (shared by clones).
+    batcher: Arc<WriteBatcher>,
 }
 
 /// Shows the limits and pool occupancy, never connection options (they hold the password).
@@ -145,6 +141,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("limits", &self.limits)
             .field("search", &self.search)
+            .field("write_batch", &self.batcher.settings())
             .field("pool_size", &self.pool.size())
             .field("pool_idle", &self.pool.num_idle())
             .finish_non_exhaustive()
@@ -160,7 +157,31 @@ impl MemoryStore {
             search: Arc::new(SearchSettings::default()),
             search_paths: Arc::default(),
             named_statements: true,
+            batcher: Arc::new(WriteBatcher::new(WriteBatchSettings::default())),
         }
+    }
+
+    /// The same store, batching `store_raw` by `settings` (before its first call: the store
+    /// gets a queue of its own).
+    pub fn with_write_batch(mut self, settings: WriteBatchSettings) -> Self {
+        self.batcher = Arc::new(WriteBatcher::new(settings));
+        self
+    }
+
+    /// `store_raw` calls whose turn is queued or being written (accepted, not yet answered).
+    pub fn pending_writes(&self) -> usize {
+        self.batcher.pending()
+    }
+
+    pub fn write_batch_settings(&self) -> WriteBatchSettings {
+        self.batcher.settings()
+    }
+
+    /// Shutdown: refuses further `store_raw` calls (as unavailable), writes and answers the
+    /// turns already queued, and returns when the writers have ended. Call it after the
+    /// transports have drained and before closing the pool.
+    pub async fn close_writes(&self) {
+        self.batcher.close().await;
     }
 
     /// The same store, ranking searches by `settings`.
@@ -195,11 +216,7 @@ impl MemoryStore {
     /// it. With named statements a plain pooled connection suffices. Every connection of the
     /// tools comes through [`db::acquire`], which rides out a password rotation's window.
     pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
-        Ok(if self.named_statements {
-            Lease::Pooled(connection(db::acquire(&self.pool)).await?)
-        } else {
-            Lease::Transaction(statement("BEGIN", connection(db::begin(&self.pool))).await?)
-        })
+        lease_from(&self.pool, self.named_statements).await
     }
 
     /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
@@ -217,27 +234,22 @@ impl MemoryStore {
         &self.limits
     }
 
-    /// Store one dialogue turn (one statement, committed on return).
+    /// Store one dialogue turn, committed on return. Concurrent calls are written together
+    /// (group commit, `write_batch.rs`): one statement for the turns queued at that moment.
     pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
-        let mut lease = self.lease().await?;
-        let row = statement(
-            "INSERT l0_raw",
-            sqlx::query(INSERT_RAW)
-                .bind(&p.session_id)
-                .bind(p.speaker.as_str())
-                .bind(&p.content)
-                .bind(metadata)
-                .persistent(self.named_statements)
-                .fetch_one(lease.conn()),
-        )
-        .await?;
-        lease.done().await?;
-        Ok(StoredTurn {
-            id: row.try_get("id")?,
-            session_id: row.try_get("session_id")?,
-            created_at: row.try_get("created_at")?,
-        })
+        let turn = RawTurn {
+            tenant: Tenant::default(),
+            speaker: p.speaker.as_str(),
+            session_id: p.session_id,
+            content: p.content,
+            metadata,
+        };
+        let target = Target {
+            pool: self.pool.clone(),
+            named_statements: self.named_statements,
+        };
+        self.batcher.store(&target, turn).await
     }
 
     /// Store an insight. Its `source_ids` are checked and the cited turns locked in the same
@@ -494,6 +506,18 @@ fn insight(row: &PgRow) -> Result<Insight, sqlx::Error> {
 
 fn decode_error(what: &'static str) -> sqlx::Error {
     sqlx::Error::Decode(what.into())
+}
+
+/// See [`MemoryStore::lease`].
+pub(super) async fn lease_from(
+    pool: &PgPool,
+    named_statements: bool,
+) -> Result<Lease, sqlx::Error> {
+    Ok(if named_statements {
+        Lease::Pooled(connection(db::acquire(pool)).await?)
+    } else {
+        Lease::Transaction(statement("BEGIN", connection(db::begin(pool))).await?)
+    })
 }
 
 /// See [`MemoryStore::lease`].
