@@ -20,7 +20,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::postings::OrQuery;
+use super::postings::PostingsQuery;
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
 use crate::telemetry;
@@ -29,6 +29,12 @@ const RAW_BEST: &str = include_str!("sql/raw_best.sql");
 const INSIGHTS_BEST: &str = include_str!("sql/insights_best.sql");
 const HIT_DETAILS: &str = include_str!("sql/hit_details.sql");
 const QUERY_SHAPE: &str = include_str!("sql/query_shape.sql");
+const SESSION_SIZE: &str = include_str!("sql/session_size.sql");
+const RAW_SESSION_BEST: &str = include_str!("sql/raw_session_best.sql");
+
+/// A session with fewer turns than this is ranked from its own turns (`raw_session_best.sql`);
+/// a larger one through the full-text index with the session as a filter (`raw_best.sql`).
+pub const SESSION_SCAN_MAX: i64 = 5_000;
 
 /// Languages whose word forms `search_tsv` stores (migration V2); `memory.search.languages`
 /// chooses among them.
@@ -52,6 +58,13 @@ pub struct SearchSettings {
     /// impact-ordered postings (migration V6, `postings.rs`): the same results as ranking
     /// every match, read best first. `false` ranks every match for every query.
     pub postings: bool,
+    /// When the postings show that a layer holds at most this many matches, every match is
+    /// ranked instead (one statement through the full-text index is cheaper).
+    pub few_matches: i64,
+    /// A lexeme with more postings than this is frequent: a query that is not an `or` query
+    /// is answered from the postings only when exactly one of its lexemes is frequent and
+    /// matches by itself (see `postings.rs`).
+    pub long_list: i64,
     /// Rank as of this instant (seconds since the epoch) instead of the clock's: for tests
     /// that compare searches made one after the other. `None` in the server.
     pub fixed_now: Option<f64>,
@@ -65,6 +78,8 @@ impl Default for SearchSettings {
             recency_half_life_days: 30.0,
             importance_weight: 0.2,
             postings: true,
+            few_matches: super::postings::FEW_MATCHES,
+            long_list: super::postings::LONG_LIST,
             fixed_now: None,
         }
     }
@@ -78,8 +93,7 @@ impl SearchSettings {
             recency_weight: cfg.recency_weight,
             recency_half_life_days: cfg.recency_half_life_days,
             importance_weight: cfg.importance_weight,
-            postings: true,
-            fixed_now: None,
+            ..SearchSettings::default()
         }
     }
 
@@ -168,28 +182,42 @@ impl MemoryStore {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         });
-        // An `or` query (one word with its forms, or words joined by `or`) may be answered
-        // from the impact-ordered postings (postings.rs), any other ranks every match.
-        let or_query = if self.search_settings().postings {
-            self.or_query(&p.query).await?
+        // Any query with a positive word may be answered from the impact-ordered postings
+        // (postings.rs); the others (and a fallback) rank every match.
+        let postings_query = if self.search_settings().postings {
+            self.postings_query(&p.query).await?
         } else {
             None
         };
-        let or_query = or_query.as_ref();
+        let postings_query = postings_query.as_ref();
         // The two layers side by side, each on its own connection.
         let raw = async {
             if layer == Layer::Insights {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(ItemLayer::Raw, &p.query, session, or_query, limit, now)
-                .await
+            self.best_of_layer(
+                ItemLayer::Raw,
+                &p.query,
+                session,
+                postings_query,
+                limit,
+                now,
+            )
+            .await
         };
         let insights = async {
             if layer == Layer::Raw {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(ItemLayer::Insight, &p.query, None, or_query, limit, now)
-                .await
+            self.best_of_layer(
+                ItemLayer::Insight,
+                &p.query,
+                None,
+                postings_query,
+                limit,
+                now,
+            )
+            .await
         };
         let (raw, insights) = tokio::try_join!(raw, insights)?;
         let mut ranked = raw;
@@ -204,24 +232,45 @@ impl MemoryStore {
         Ok(SearchResults { hits })
     }
 
-    /// The best `limit` of one layer: from the postings for an `or` query without a session
-    /// filter (`or_query`), when they prove the result; otherwise every match ranked
-    /// ([`RAW_BEST`], [`INSIGHTS_BEST`]). Both give the same hits.
+    /// The best `limit` of one layer: from the postings without a session filter, when they
+    /// prove the result; with a session filter, from the session's own turns when it is
+    /// smaller than [`SESSION_SCAN_MAX`]; otherwise every match ranked ([`RAW_BEST`],
+    /// [`INSIGHTS_BEST`]). All give the same hits; with [`SearchSettings::postings`] off only
+    /// the last is used (the reference the tests compare with).
     async fn best_of_layer(
         &self,
         layer: ItemLayer,
         query: &str,
         session: Option<&str>,
-        or_query: Option<&OrQuery>,
+        postings_query: Option<&PostingsQuery>,
         limit: u32,
         now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
-        if let Some(or_query) = or_query
+        if let Some(postings_query) = postings_query
             && session.is_none()
-            && let Some(best) = self.best_by_postings(layer, or_query, limit, now).await?
+            && let Some(best) = self
+                .best_by_postings(layer, postings_query, limit, now)
+                .await?
         {
             self.search_paths().count_postings();
             return Ok(best);
+        }
+        if let Some(session) = session
+            && layer == ItemLayer::Raw
+            && self.search_settings().postings
+            && self.session_size(session).await? < SESSION_SCAN_MAX
+        {
+            self.search_paths().count_session();
+            return self
+                .ranked_rows(
+                    RAW_SESSION_BEST,
+                    layer,
+                    query,
+                    limit,
+                    Extra::Session(Some(session)),
+                    now,
+                )
+                .await;
         }
         self.search_paths().count_every_match();
         let (sql, extra) = match layer {
@@ -229,6 +278,22 @@ impl MemoryStore {
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
         self.ranked_rows(sql, layer, query, limit, extra, now).await
+    }
+
+    /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
+    async fn session_size(&self, session: &str) -> Result<i64, MemoryError> {
+        let mut lease = self.lease().await?;
+        let turns: i64 = telemetry::statement(
+            "SELECT l0_raw session size",
+            sqlx::query_scalar(SESSION_SIZE)
+                .bind(session)
+                .bind(SESSION_SCAN_MAX)
+                .persistent(self.named_statements())
+                .fetch_one(lease.conn()),
+        )
+        .await?;
+        lease.done().await?;
+        Ok(turns)
     }
 
     async fn ranked_rows(
@@ -254,9 +319,10 @@ impl MemoryStore {
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
         let statement = statement.bind(now);
-        let summary = match layer {
-            ItemLayer::Raw => "SELECT l0_raw ranked",
-            ItemLayer::Insight => "SELECT l2_insights ranked",
+        let summary = match (layer, sql == RAW_SESSION_BEST) {
+            (ItemLayer::Raw, true) => "SELECT l0_raw session ranked",
+            (ItemLayer::Raw, false) => "SELECT l0_raw ranked",
+            (ItemLayer::Insight, _) => "SELECT l2_insights ranked",
         };
         let mut lease = self.lease().await?;
         let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
