@@ -338,6 +338,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     let eager = SearchSettings {
         few_matches: 0,
         long_list: 120,
+        postings_beyond_or: true,
         ..SearchSettings::default()
     };
     let store = store.with_search_settings(eager.clone());

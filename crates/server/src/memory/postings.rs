@@ -72,7 +72,7 @@ pub const RANK_BUDGET: usize = 512;
 /// Default of [`SearchSettings::few_matches`](super::SearchSettings::few_matches).
 pub const FEW_MATCHES: i64 = 256;
 /// Default of [`SearchSettings::long_list`](super::SearchSettings::long_list).
-pub const LONG_LIST: i64 = 1_024;
+pub const LONG_LIST: i64 = 256;
 
 /// How many searches of one layer took which path (for tests and diagnostics).
 #[derive(Debug, Default)]
@@ -125,7 +125,8 @@ pub(super) struct PostingsQuery {
     presence: Presence,
     /// Operators all `|`: a single word with its forms, or words joined by `or`.
     or_only: bool,
-    /// Each lexeme's number of postings in the raw layer, counted up to `long_list + 1`.
+    /// Each lexeme's number of postings in the raw layer, counted up to `long_list + 1`
+    /// (`few_matches + 1` for an `or` query).
     raw_postings: Vec<i64>,
     /// The same in the insights layer.
     insight_postings: Vec<i64>,
@@ -324,6 +325,7 @@ impl MemoryStore {
                 .bind(query)
                 .bind(&self.search_settings().languages)
                 .bind(self.search_settings().long_list.saturating_add(1))
+                .bind(self.search_settings().few_matches.saturating_add(1))
                 .persistent(false)
                 .fetch_one(lease.conn()),
         )

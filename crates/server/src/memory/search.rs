@@ -6,11 +6,14 @@
 //! layers are merged on that one scale and cut to `limit`; snippets and the matched words are
 //! computed for those hits only (`sql/hit_details.sql`).
 //!
-//! Every match is ranked (the GIN index finds them, each match's row is read): the same
-//! statements on stock PostgreSQL as managed services offer it, no extension needed. Why not
-//! the RUM extension's ordered index scans: RUM orders by a score of its own, which is not in
-//! the order of `ts_rank_cd` (see docs/benchmarks.md, search), so its results would differ
-//! from a database without it; and it ranks every match inside the index too.
+//! The reference is every match ranked (the GIN index finds them, each match's row is read):
+//! the same statements on stock PostgreSQL as managed services offer it, no extension needed.
+//! Two faster paths give the same hits: the impact-ordered postings (`postings.rs`) for `or`
+//! queries with many matches, and for a session filter the session's own turns
+//! (`sql/raw_session_best.sql`). Why not the RUM extension's ordered index scans: RUM orders by
+//! a score of its own, which is not in the order of `ts_rank_cd` (see docs/benchmarks.md,
+//! search), so its results would differ from a database without it; and it ranks every match
+//! inside the index too.
 
 use std::cmp::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -55,8 +58,10 @@ pub struct SearchSettings {
     /// `1 + importance_weight × (importance − 0.5)`.
     pub importance_weight: f64,
     /// Answer `or` queries (one word with its forms, or words joined by `or`) from the
-    /// impact-ordered postings (migration V6, `postings.rs`): the same results as ranking
-    /// every match, read best first. `false` ranks every match for every query.
+    /// impact-ordered postings (migration V6, `postings.rs`), read best first, and a
+    /// session-filtered search from the session's own turns: the same results as ranking
+    /// every match. `false` ranks every match through the full-text index for every query
+    /// (the reference the tests compare with).
     pub postings: bool,
     /// When the postings show that a layer holds at most this many matches, every match is
     /// ranked instead (one statement through the full-text index is cheaper).
@@ -65,6 +70,11 @@ pub struct SearchSettings {
     /// is answered from the postings only when exactly one of its lexemes is frequent and
     /// matches by itself (see `postings.rs`).
     pub long_list: i64,
+    /// Also ask the postings about queries that are not written as `or` queries (several
+    /// words, phrases, excluded words): answered from them only in the case `long_list`
+    /// describes, which is rare, so by default such queries skip the statement that would
+    /// tell (it costs more than it saves on the benchmark's mix, docs/benchmarks.md).
+    pub postings_beyond_or: bool,
     /// Rank as of this instant (seconds since the epoch) instead of the clock's: for tests
     /// that compare searches made one after the other. `None` in the server.
     pub fixed_now: Option<f64>,
@@ -80,6 +90,7 @@ impl Default for SearchSettings {
             postings: true,
             few_matches: super::postings::FEW_MATCHES,
             long_list: super::postings::LONG_LIST,
+            postings_beyond_or: false,
             fixed_now: None,
         }
     }
@@ -113,9 +124,10 @@ pub struct SearchStatus {
     pub recency_half_life_days: f64,
     /// How much an insight's importance weighs (`memory.search.importance_weight`).
     pub importance_weight: f64,
-    /// Whether `or` queries (one word with its forms, or words joined by `or`) are answered
-    /// from the impact-ordered postings (table `search_postings`, stock PostgreSQL): the same
-    /// hits as ranking every match, which other queries (and a session filter) do.
+    /// Whether `or` queries (one word with its forms, or words joined by `or`) with many
+    /// matches are answered from the impact-ordered postings (table `search_postings`, stock
+    /// PostgreSQL) and session-filtered searches from the session's turns: the same hits as
+    /// ranking every match, which other queries do.
     pub postings: bool,
 }
 
@@ -184,7 +196,10 @@ impl MemoryStore {
         });
         // Any query with a positive word may be answered from the impact-ordered postings
         // (postings.rs); the others (and a fallback) rank every match.
-        let postings_query = if self.search_settings().postings {
+        let settings = self.search_settings();
+        let postings_query = if settings.postings
+            && (settings.postings_beyond_or || written_as_or_query(&p.query))
+        {
             self.postings_query(&p.query).await?
         } else {
             None
@@ -403,6 +418,26 @@ impl MemoryStore {
     }
 }
 
+/// Whether `query` (web-search syntax) is written as one word or words joined by `or`: no
+/// phrase, no excluded word, no two words side by side. The database decides whether its
+/// tsquery is really an `or` query (a word may split into several lexemes).
+fn written_as_or_query(query: &str) -> bool {
+    if query.contains('"') {
+        return false;
+    }
+    let words: Vec<&str> = query.split_whitespace().collect();
+    !words.is_empty()
+        && words.len() % 2 == 1
+        && words.iter().enumerate().all(|(i, w)| {
+            let or = w.eq_ignore_ascii_case("or");
+            if i % 2 == 1 {
+                or
+            } else {
+                !or && !w.starts_with('-')
+            }
+        })
+}
+
 pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Error> {
     Ok(Ranked {
         layer,
@@ -411,6 +446,37 @@ pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Erro
         relevance: row.try_get("relevance")?,
         score: row.try_get("score")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::written_as_or_query;
+
+    #[test]
+    fn or_queries_are_told_by_how_they_are_written() {
+        for q in [
+            "compost",
+            "o'clock",
+            "coffee or tea",
+            "a OR b or c",
+            "  tea  ",
+        ] {
+            assert!(written_as_or_query(q), "{q}");
+        }
+        for q in [
+            "",
+            "coffee tea",
+            "\"coffee tea\"",
+            "coffee -tea",
+            "-tea",
+            "or",
+            "coffee or",
+            "coffee or tea milk",
+            "coffee or -tea",
+        ] {
+            assert!(!written_as_or_query(q), "{q}");
+        }
+    }
 }
 
 /// The tool description of `search_memory` (one source for what it says about ranking).
