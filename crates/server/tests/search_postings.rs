@@ -215,6 +215,7 @@ fn queries() -> Vec<String> {
             "\"compost garden collect\"",
             "garden -compost",
             "compost -the",
+            "the -compost",
             "compost -zeta399",
             "compost -zeta150 -zeta151",
             "compost -\"the garden\"",

@@ -448,6 +448,9 @@ pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Erro
     })
 }
 
+/// The tool description of `search_memory` (one source for what it says about ranking).
+pub const SEARCH_TOOL_DESCRIPTION: &str = "Full-text search over insights and raw dialogue, best matches first over every stored memory. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Words also match their English and German forms (collecting finds collect), exact words and phrases rank first. Each hit carries its score, relevance and the words it matched; recency and an insight's importance boost the score lightly.";
+
 #[cfg(test)]
 mod tests {
     use super::written_as_or_query;
@@ -478,6 +481,3 @@ mod tests {
         }
     }
 }
-
-/// The tool description of `search_memory` (one source for what it says about ranking).
-pub const SEARCH_TOOL_DESCRIPTION: &str = "Full-text search over insights and raw dialogue, best matches first over every stored memory. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Words also match their English and German forms (collecting finds collect), exact words and phrases rank first. Each hit carries its score, relevance and the words it matched; recency and an insight's importance boost the score lightly.";
