@@ -247,3 +247,18 @@ async fn inflections_match_in_english_and_german_and_exact_forms_rank_first() {
         [(ItemLayer::Raw, haus)]
     );
 }
+
+#[tokio::test]
+async fn an_excluded_word_beside_a_stop_word_is_searched_and_only_exclusions_are_refused() {
+    let (_db, store) = fresh().await;
+    let wanted = put(&store, "s", "your garden in spring").await;
+    put(&store, "s", "your money in the bank").await;
+    put(&store, "s", "garden money").await;
+    // "your" is an English stop word: the English branch was left with `!money` alone (V9).
+    let found = hits(&store, query("your -money")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, wanted)], "{found:?}");
+    let found = hits(&store, query("\"your garden\" -money")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, wanted)], "{found:?}");
+    assert!(store.search(query("-money")).await.is_err());
+    assert!(store.search(query("-your -money")).await.is_err());
+}

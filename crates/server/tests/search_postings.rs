@@ -1,8 +1,10 @@
-//! The impact-ordered postings (migration V6) against real PostgreSQL (a pg-harness cluster, a
-//! fresh migrated database): on one corpus, every query returns the same hits — ids, order,
-//! scores, snippets — from the postings path and from ranking every match, under several
-//! ranking settings, after deletes and updates; the postings path is really taken; and the
-//! triggers keep `search_postings` equal to the postings of the stored rows.
+//! The impact-ordered postings (migration V6) and the session scan against real PostgreSQL (a
+//! pg-harness cluster, a fresh migrated database): on one corpus, every query — single words,
+//! `or`, several words, phrases, excluded words, each with and without a session filter —
+//! returns the same hits — ids, order, scores, snippets — from the fast paths and from ranking
+//! every match through the full-text index, under several ranking settings, after deletes and
+//! updates; the fast paths are really taken; and the triggers keep `search_postings` equal to
+//! the postings of the stored rows.
 
 use cognitive_memory_mcp::memory::{
     Forget, Hit, ItemLayer, ItemRef, Layer, MemoryLimits, MemoryStore, SearchMemory,
@@ -230,10 +232,30 @@ fn queries() -> Vec<String> {
             "o'clock",
             "don't",
             "nothingmatchesthis",
-            // Not `or` queries: both paths rank every match.
+            // Not `or` queries. Several words, phrases and excluded words.
             "coffee tea",
+            "the compost",
+            "compost garden collect",
             "\"the compost\"",
+            "\"garden the\"",
+            "\"compost garden collect\"",
             "garden -compost",
+            "compost -the",
+            "the -compost",
+            "compost -zeta399",
+            "compost -zeta150 -zeta151",
+            "compost -\"the garden\"",
+            "garden or compost -the",
+            "\"collecting stamps\" -winter",
+            "don't o'clock",
+            // A German stop word beside a frequent word: the German branch is left with the
+            // frequent word alone, which matches by itself (an `or`-like query that is not
+            // one: answered from the postings).
+            "compost und",
+            "\"compost und\"",
+            "\"compost und\" -zeta120",
+            "garden die",
+            "\"garden die\" -zeta120",
             "-compost",
             "!!!",
         ]
@@ -242,13 +264,33 @@ fn queries() -> Vec<String> {
     queries
 }
 
+/// Queries not answered from the postings by the old rules: words that must all occur, phrases
+/// and excluded words with a frequent word that matches by itself.
+const OR_LIKE: &[&str] = &[
+    "compost und",
+    "\"compost und\"",
+    "\"compost und\" -zeta120",
+    "compost -zeta399",
+    "compost -zeta150 -zeta151",
+];
+
 async fn search(store: &MemoryStore, q: &str, limit: u32, layer: Option<Layer>) -> Vec<Hit> {
+    search_in(store, q, limit, layer, None).await
+}
+
+async fn search_in(
+    store: &MemoryStore,
+    q: &str,
+    limit: u32,
+    layer: Option<Layer>,
+    session: Option<&str>,
+) -> Vec<Hit> {
     match store
         .search(SearchMemory {
             query: q.to_owned(),
             limit: Some(limit),
             layer,
-            session_id: None,
+            session_id: session.map(str::to_owned),
         })
         .await
     {
@@ -295,6 +337,21 @@ async fn assert_same(store: &MemoryStore, settings: SearchSettings, label: &str)
             let b = search(&slow, &q, limit, layer).await;
             assert_eq!(a, b, "{label}: {q:?} limit {limit} layer {layer:?}");
         }
+        // Within one session: the session's own turns against the full-text index with the
+        // session as a filter (and the insights, never filtered, as above).
+        if q == "-compost" {
+            continue;
+        }
+        for session in ["session-4", "bulk"] {
+            for (limit, layer) in [(10, None), (3, Some(Layer::Raw))] {
+                let a = search_in(&fast, &q, limit, layer, Some(session)).await;
+                let b = search_in(&slow, &q, limit, layer, Some(session)).await;
+                assert_eq!(
+                    a, b,
+                    "{label}: {q:?} in {session} limit {limit} layer {layer:?}"
+                );
+            }
+        }
     }
 }
 
@@ -305,14 +362,41 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     assert_postings_in_sync(&pool).await;
     assert_vectors_are_v2s(&pool).await;
 
+    // The corpus is small: thresholds that send most queries to the postings.
+    let eager = SearchSettings {
+        few_matches: 0,
+        long_list: 120,
+        postings_beyond_or: true,
+        ..SearchSettings::default()
+    };
+    let store = store.with_search_settings(eager.clone());
+    assert_same(&store, SearchSettings::default(), "default thresholds").await;
     let before = store.search_path_counts();
-    assert_same(&store, SearchSettings::default(), "defaults").await;
+    assert_same(&store, eager.clone(), "defaults").await;
     let after = store.search_path_counts();
-    // The single words and `or` queries (most of the list) took the postings path.
+    // The frequent single words and `or` queries (most of the list) took the postings path,
+    // the session-filtered raw searches the session scan.
     let fast = after.postings - before.postings;
     assert!(
         fast >= 150,
         "only {fast} layer searches used the postings: {after:?}"
+    );
+    let sessions = after.session - before.session;
+    assert!(
+        sessions >= 200,
+        "only {sessions} raw searches used the session scan: {after:?}"
+    );
+    // The `or`-like queries that are not `or` queries took the postings path too (the raw
+    // layer: with only 250 insights, no insight list is that long).
+    let before = store.search_path_counts();
+    for q in OR_LIKE {
+        search(&store, q, 10, Some(Layer::Raw)).await;
+    }
+    let after = store.search_path_counts();
+    assert_eq!(
+        after.postings - before.postings,
+        OR_LIKE.len() as u64,
+        "{after:?}"
     );
 
     assert_same(
@@ -321,7 +405,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
             recency_weight: 1.0,
             recency_half_life_days: 7.0,
             importance_weight: 1.0,
-            ..SearchSettings::default()
+            ..eager.clone()
         },
         "strong recency and importance",
     )
@@ -330,7 +414,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         &store,
         SearchSettings {
             recency_weight: 0.0,
-            ..SearchSettings::default()
+            ..eager.clone()
         },
         "recency as tie-breaker only",
     )
@@ -339,7 +423,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         &store,
         SearchSettings {
             languages: vec!["english".to_owned()],
-            ..SearchSettings::default()
+            ..eager.clone()
         },
         "english only",
     )
@@ -383,17 +467,12 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         .await
         .expect("delete turns");
     assert_postings_in_sync(&pool).await;
-    assert_same(
-        &store,
-        SearchSettings::default(),
-        "after deletes and updates",
-    )
-    .await;
+    assert_same(&store, eager.clone(), "after deletes and updates").await;
 
     sqlx::query("TRUNCATE l2_insights")
         .execute(&pool)
         .await
         .expect("truncate the insights");
     assert_postings_in_sync(&pool).await;
-    assert_same(&store, SearchSettings::default(), "after a truncate").await;
+    assert_same(&store, eager, "after a truncate").await;
 }

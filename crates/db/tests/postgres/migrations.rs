@@ -12,7 +12,8 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "V1__initial_schema",
             "V2__search_ranking",
             "V3__lifecycle",
-            "V6__search_postings"
+            "V6__search_postings",
+            "V9__search_query_stop_words"
         ]
     );
 

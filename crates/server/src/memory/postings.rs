@@ -1,26 +1,44 @@
 //! The fast path of `search_memory`: impact-ordered postings (migration V6).
 //!
-//! For a query whose operators are all `or` — one word with its English and German forms, or
-//! words joined by `or` — `ts_rank_cd` (no normalisation) is the sum of the weights of the
-//! matched positions, so a memory's relevance is at most the sum of its query lexemes'
-//! *impacts* (the weights of all their positions), which `search_postings` keeps per
-//! (layer, lexeme, memory), indexed best impact first and newest first within one impact.
+//! `ts_rank_cd` (no normalisation) sums, over the covers it finds, each cover's harmonic mean of
+//! its positions' weights divided by `1 + noise`. Covers start at distinct positions and end at
+//! strictly later ones, so each position's weight is shared among the covers containing it by
+//! at most their number: a memory's relevance is at most the sum of the weights of all its
+//! positions of the query's lexemes — at most the sum of its query lexemes' *impacts* (the
+//! weights of all their positions), which `search_postings` keeps per (layer, lexeme, memory),
+//! indexed best impact first and newest first within one impact. For a query whose operators
+//! are all `or` the bound is the relevance itself; for words that must all occur, phrases and
+//! excluded words it is above it, and `tests/search_postings.rs` compares every kind with
+//! ranking every match.
 //!
 //! One layer's best `limit` are found by reading each query lexeme's first `depth` postings:
+//! - which lexemes a match must contain is the query's positive part (`querytree`, parsed into
+//!   [`Presence`]): a candidate read in lists that cannot satisfy it, given the lists read to
+//!   their end, is no match and is not ranked; when the lists not read to their end cannot
+//!   satisfy it by themselves, no memory outside the candidates matches;
 //! - a memory not read in any list scores at most `unseen` = Σ over the lists of the bound of
 //!   what follows in that list (the last read impact × the recency boost of the last read
 //!   time, or the next lower impact × the largest boost), times the largest importance factor;
 //! - a memory read in some lists scores at most its read impacts × its own boost plus the
 //!   bounds of the other lists;
 //! - candidates are ranked exactly (the statements and expressions of the every-match path,
-//!   `sql/raw_exact.sql`, `sql/insights_exact.sql`) in the order of those upper bounds, until
-//!   the `limit`-th exact score is above the next candidate's bound.
+//!   `sql/raw_exact.sql`, `sql/insights_exact.sql`, which also check the match) in the order of
+//!   those upper bounds, until the `limit`-th exact score is above the next candidate's bound.
 //!
-//! When the `limit`-th exact score is above `unseen` (or every list was read to its end), no
-//! other memory can enter: the result is the every-match path's. Otherwise `depth` grows
-//! fourfold; beyond [`MAX_DEPTH`] the search falls back to ranking every match. Upper bounds
-//! carry a margin ([`MARGIN`]) for the rounding of `real` impacts and `float4` ranks, so the
-//! comparison is never decided by rounding.
+//! When the `limit`-th exact score is above `unseen` (or no unseen memory can match), no other
+//! memory can enter: the result is the every-match path's. Otherwise `depth` grows fourfold;
+//! beyond [`MAX_DEPTH`], or when more than [`RANK_BUDGET`] candidates would have to be ranked
+//! (words that must all occur, each frequent: the bound is loose), the search falls back to
+//! ranking every match. Upper bounds carry a margin ([`MARGIN`]) for the rounding of `real`
+//! impacts and `float4` ranks, so the comparison is never decided by rounding.
+//!
+//! What this assumes of `search_postings` (its maintenance may change, its reading may not):
+//! for every row of `l0_raw` / `l2_insights` visible to the search, one row per lexeme of its
+//! `search_tsv` with the impact of `search_postings_of` and the row's `created_at`, and no rows
+//! for memories that are gone; read by `(layer, lexeme)` in the order of
+//! `search_postings_order_idx`. Conditions on it are equalities and ranges on text, `"char"`,
+//! `real`, `timestamptz` and `bigint` — leakproof, so a row-level security policy on the table
+//! leaves them in the index condition.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -33,7 +51,7 @@ use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
 use crate::telemetry;
 
-const OR_LEXEMES: &str = include_str!("sql/or_lexemes.sql");
+const QUERY_LEXEMES: &str = include_str!("sql/query_lexemes.sql");
 const POSTINGS: &str = include_str!("sql/postings.sql");
 const RAW_EXACT: &str = include_str!("sql/raw_exact.sql");
 const INSIGHTS_EXACT: &str = include_str!("sql/insights_exact.sql");
@@ -46,11 +64,21 @@ pub const MAX_DEPTH: usize = 32_768;
 pub const MARGIN: f64 = 1e-6;
 /// Most candidates ranked exactly per statement: 2 × `limit`, within these bounds.
 const EXACT_CHUNK: (usize, usize) = (16, 64);
+/// Most candidates ranked exactly in one layer search before it falls back to ranking every
+/// match: beyond this the bound does not separate the best from the rest (frequent words that
+/// must all occur), and the every-match statement is cheaper than probing them one chunk after
+/// the other.
+pub const RANK_BUDGET: usize = 512;
+/// Default of [`SearchSettings::few_matches`](super::SearchSettings::few_matches).
+pub const FEW_MATCHES: i64 = 256;
+/// Default of [`SearchSettings::long_list`](super::SearchSettings::long_list).
+pub const LONG_LIST: i64 = 256;
 
 /// How many searches of one layer took which path (for tests and diagnostics).
 #[derive(Debug, Default)]
 pub struct SearchPaths {
     postings: AtomicU64,
+    session: AtomicU64,
     every_match: AtomicU64,
 }
 
@@ -59,14 +87,20 @@ pub struct SearchPaths {
 pub struct SearchPathCounts {
     /// Layer searches answered from the postings.
     pub postings: u64,
-    /// Layer searches that ranked every match (other queries, a session filter, the postings
-    /// switched off, or a fallback).
+    /// Raw-layer searches with a session filter ranked from the session's own turns.
+    pub session: u64,
+    /// Layer searches that ranked every match (queries of only excluded words, a large
+    /// session, the postings switched off, or a fallback).
     pub every_match: u64,
 }
 
 impl SearchPaths {
     pub(super) fn count_postings(&self) {
         self.postings.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    pub(super) fn count_session(&self) {
+        self.session.fetch_add(1, AtomicOrdering::Relaxed);
     }
 
     pub(super) fn count_every_match(&self) {
@@ -76,16 +110,184 @@ impl SearchPaths {
     pub(super) fn snapshot(&self) -> SearchPathCounts {
         SearchPathCounts {
             postings: self.postings.load(AtomicOrdering::Relaxed),
+            session: self.session.load(AtomicOrdering::Relaxed),
             every_match: self.every_match.load(AtomicOrdering::Relaxed),
         }
     }
 }
 
-/// An `or` query: the text of its `search_query` tsquery and its distinct lexemes.
+/// A query as the postings path reads it: the text of its `search_query` tsquery, its distinct
+/// lexemes and which of them a match must contain.
 #[derive(Debug, Clone)]
-pub(super) struct OrQuery {
+pub(super) struct PostingsQuery {
     pub(super) tsquery: String,
     pub(super) lexemes: Vec<String>,
+    presence: Presence,
+    /// Operators all `|`: a single word with its forms, or words joined by `or`.
+    or_only: bool,
+    /// Each lexeme's number of postings in the raw layer, counted up to `long_list + 1`
+    /// (`few_matches + 1` for an `or` query).
+    raw_postings: Vec<i64>,
+    /// The same in the insights layer.
+    insight_postings: Vec<i64>,
+}
+
+/// Which lexemes (indexes into [`PostingsQuery::lexemes`]) a match must contain: the query's
+/// positive part with phrases read as `&` and weights ignored — a necessary condition.
+#[derive(Debug, Clone, PartialEq)]
+enum Presence {
+    Lexeme(usize),
+    All(Vec<Presence>),
+    Any(Vec<Presence>),
+    /// Nothing known (an operator the positive part should not hold): anything may match.
+    Anything,
+}
+
+impl Presence {
+    /// At most how many memories can match, given each lexeme's number of postings: the
+    /// fewest of an `&`, the sum of an `|`.
+    fn most(&self, postings: &[i64]) -> i64 {
+        match self {
+            Presence::Lexeme(i) => postings.get(*i).copied().unwrap_or(i64::MAX),
+            Presence::All(parts) => parts.iter().map(|p| p.most(postings)).min().unwrap_or(0),
+            Presence::Any(parts) => parts
+                .iter()
+                .fold(0i64, |sum, p| sum.saturating_add(p.most(postings))),
+            Presence::Anything => i64::MAX,
+        }
+    }
+
+    fn holds(&self, present: &dyn Fn(usize) -> bool) -> bool {
+        match self {
+            Presence::Lexeme(i) => present(*i),
+            Presence::All(parts) => parts.iter().all(|p| p.holds(present)),
+            Presence::Any(parts) => parts.iter().any(|p| p.holds(present)),
+            Presence::Anything => true,
+        }
+    }
+
+    /// `querytree` text (`'a':A & ( 'b' | 'c' ) <-> 'd'`) over `lexemes`; `None` if it names a
+    /// lexeme not among them or does not parse.
+    fn parse(text: &str, lexemes: &[String]) -> Option<Presence> {
+        let tokens = tokens(text)?;
+        let mut at = 0;
+        let tree = parse_any(&tokens, &mut at, lexemes)?;
+        (at == tokens.len()).then_some(tree)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Lexeme(String),
+    And,
+    Or,
+    Not,
+    Open,
+    Close,
+}
+
+fn tokens(text: &str) -> Option<Vec<Token>> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' => {}
+            '&' => out.push(Token::And),
+            '|' => out.push(Token::Or),
+            '!' => out.push(Token::Not),
+            '(' => out.push(Token::Open),
+            ')' => out.push(Token::Close),
+            // `<->` or `<N>`: for presence, a phrase is `&`.
+            '<' => {
+                for c in chars.by_ref() {
+                    if c == '>' {
+                        break;
+                    }
+                    if !(c == '-' || c.is_ascii_digit()) {
+                        return None;
+                    }
+                }
+                out.push(Token::And);
+            }
+            '\'' => {
+                let mut lexeme = String::new();
+                loop {
+                    match chars.next()? {
+                        '\'' if chars.peek() == Some(&'\'') => {
+                            chars.next();
+                            lexeme.push('\'');
+                        }
+                        '\'' => break,
+                        '\\' => lexeme.push(chars.next()?),
+                        c => lexeme.push(c),
+                    }
+                }
+                // Weights and the prefix flag: `:AB`, `:*`.
+                if chars.peek() == Some(&':') {
+                    chars.next();
+                    while chars
+                        .peek()
+                        .is_some_and(|c| matches!(c, 'A'..='D' | 'a'..='d' | '*'))
+                    {
+                        chars.next();
+                    }
+                }
+                out.push(Token::Lexeme(lexeme));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn parse_any(tokens: &[Token], at: &mut usize, lexemes: &[String]) -> Option<Presence> {
+    let mut parts = vec![parse_all(tokens, at, lexemes)?];
+    while tokens.get(*at) == Some(&Token::Or) {
+        *at += 1;
+        parts.push(parse_all(tokens, at, lexemes)?);
+    }
+    Some(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Presence::Any(parts)
+    })
+}
+
+fn parse_all(tokens: &[Token], at: &mut usize, lexemes: &[String]) -> Option<Presence> {
+    let mut parts = vec![parse_one(tokens, at, lexemes)?];
+    while tokens.get(*at) == Some(&Token::And) {
+        *at += 1;
+        parts.push(parse_one(tokens, at, lexemes)?);
+    }
+    Some(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Presence::All(parts)
+    })
+}
+
+fn parse_one(tokens: &[Token], at: &mut usize, lexemes: &[String]) -> Option<Presence> {
+    let token = tokens.get(*at)?;
+    *at += 1;
+    match token {
+        Token::Lexeme(lexeme) => lexemes
+            .iter()
+            .position(|l| l == lexeme)
+            .map(Presence::Lexeme),
+        Token::Open => {
+            let inner = parse_any(tokens, at, lexemes)?;
+            (tokens.get(*at) == Some(&Token::Close)).then(|| {
+                *at += 1;
+                inner
+            })
+        }
+        // Not expected in a positive part; whatever follows may be absent.
+        Token::Not => {
+            parse_one(tokens, at, lexemes)?;
+            Some(Presence::Anything)
+        }
+        Token::And | Token::Or | Token::Close => None,
+    }
 }
 
 /// One list's postings of a round.
@@ -109,15 +311,21 @@ struct Candidate {
 }
 
 impl MemoryStore {
-    /// `query` as the tsquery text of `search_query`, with its lexemes when its operators are
-    /// all `or`; `None` for any other query.
-    pub(super) async fn or_query(&self, query: &str) -> Result<Option<OrQuery>, MemoryError> {
+    /// `query` as the postings path reads it; `None` for a query without a positive word
+    /// (nothing or only excluded words: refused or empty by the every-match path) or whose
+    /// positive part does not parse.
+    pub(super) async fn postings_query(
+        &self,
+        query: &str,
+    ) -> Result<Option<PostingsQuery>, MemoryError> {
         let mut lease = self.lease().await?;
         let row = telemetry::statement(
-            "SELECT query_or_lexemes",
-            sqlx::query(OR_LEXEMES)
+            "SELECT query_lexemes",
+            sqlx::query(QUERY_LEXEMES)
                 .bind(query)
                 .bind(&self.search_settings().languages)
+                .bind(self.search_settings().long_list.saturating_add(1))
+                .bind(self.search_settings().few_matches.saturating_add(1))
                 .persistent(false)
                 .fetch_one(lease.conn()),
         )
@@ -125,25 +333,61 @@ impl MemoryStore {
         lease.done().await?;
         let tsquery: Option<String> = row.try_get("query")?;
         let lexemes: Option<Vec<String>> = row.try_get("lexemes")?;
-        Ok(match (tsquery, lexemes) {
-            (Some(tsquery), Some(lexemes)) if !lexemes.is_empty() => {
-                Some(OrQuery { tsquery, lexemes })
-            }
-            _ => None,
-        })
+        let positive: Option<String> = row.try_get("positive")?;
+        let or_only: Option<bool> = row.try_get("or_only")?;
+        let raw_postings: Option<Vec<i64>> = row.try_get("raw_postings")?;
+        let insight_postings: Option<Vec<i64>> = row.try_get("insight_postings")?;
+        let (Some(tsquery), Some(lexemes), Some(positive)) = (tsquery, lexemes, positive) else {
+            return Ok(None);
+        };
+        if lexemes.is_empty() || positive.trim() == "T" || positive.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(
+            Presence::parse(&positive, &lexemes).map(|presence| PostingsQuery {
+                tsquery,
+                lexemes,
+                presence,
+                or_only: or_only.unwrap_or(false),
+                raw_postings: raw_postings.unwrap_or_default(),
+                insight_postings: insight_postings.unwrap_or_default(),
+            }),
+        )
     }
 
-    /// The best `limit` of `layer` for an `or` query of `lexemes`, from the postings; `None`
-    /// when no proof was reached by [`MAX_DEPTH`] (the caller ranks every match).
+    /// The best `limit` of `layer` for `query`, from the postings; `None` when no proof was
+    /// reached by [`MAX_DEPTH`] or within [`RANK_BUDGET`] (the caller ranks every match).
     pub(super) async fn best_by_postings(
         &self,
         layer: ItemLayer,
-        query: &OrQuery,
+        query: &PostingsQuery,
         limit: u32,
         now: f64,
     ) -> Result<Option<Vec<Ranked>>, MemoryError> {
         let lexemes = &query.lexemes;
         let settings = self.search_settings();
+        let sizes = match layer {
+            ItemLayer::Raw => &query.raw_postings,
+            ItemLayer::Insight => &query.insight_postings,
+        };
+        // Few matches (a rare word, or a frequent one with a rare one that must also occur):
+        // ranking every match is one statement through the full-text index and cheaper. The
+        // counts stop above `long_list`, so `most` is exact whenever it is not above that.
+        if query.presence.most(sizes) <= settings.few_matches.min(settings.long_list) {
+            return Ok(None);
+        }
+        // Not an `or` query: the bound is loose for every list not read to its end (a word
+        // that must occur besides another, or an excluded one, adds a whole posting's impact
+        // to every candidate's bound), so it proves a result early only where the query is
+        // `or`-like: one long list whose lexeme matches by itself (a branch of the query left
+        // with one word, as when the other is a stop word in that language). With a long list
+        // that needs a short one, the matches are few and the full-text index finds them.
+        if !query.or_only {
+            let long: Vec<bool> = sizes.iter().map(|&n| n > settings.long_list).collect();
+            if long.iter().filter(|&&l| l).count() != 1 || !query.presence.holds(&|i| long[i]) {
+                return Ok(None);
+            }
+        }
         let k = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
         let recency_weight = settings.recency_weight.max(0.0);
         let half_life = settings.recency_half_life_days * 86_400.0;
@@ -172,7 +416,14 @@ impl MemoryStore {
                     }
                 })
                 .collect();
-            let unseen: f64 = bounds.iter().sum();
+            // A memory in no list read so far lacks every lexeme whose list was read to its
+            // end; if the others cannot make a match by themselves, it is none.
+            let unseen_may_match = query.presence.holds(&|i| !exhausted[i]);
+            let unseen: f64 = if unseen_may_match {
+                bounds.iter().sum()
+            } else {
+                0.0
+            };
 
             let mut candidates: HashMap<i64, Candidate> = HashMap::new();
             for (list, id, impact, created) in rows {
@@ -190,6 +441,9 @@ impl MemoryStore {
             }
             let mut candidates: Vec<Candidate> = candidates
                 .into_values()
+                // A lexeme whose list was read to its end and did not name the candidate is
+                // not in it: a candidate that cannot satisfy the positive part is no match.
+                .filter(|c| query.presence.holds(&|i| c.seen[i] || !exhausted[i]))
                 .map(|mut c| {
                     let others: f64 = c
                         .seen
@@ -229,6 +483,9 @@ impl MemoryStore {
                     }
                     continue;
                 }
+                if exact.len() + batch.len() > RANK_BUDGET {
+                    return Ok(None);
+                }
                 let ranked = self.exact_ranks(layer, &query.tsquery, &batch, now).await?;
                 for id in &batch {
                     exact.insert(*id, None);
@@ -238,7 +495,7 @@ impl MemoryStore {
                 }
             }
 
-            let every_list_read = exhausted.iter().all(|&done| done);
+            let every_list_read = exhausted.iter().all(|&done| done) || !unseen_may_match;
             let proven = match kth_score(&exact, k) {
                 Some(kth) => every_list_read || kth > unseen * (1.0 + MARGIN),
                 None => every_list_read,
@@ -361,4 +618,48 @@ fn kth_score(exact: &HashMap<i64, Option<Ranked>>, k: usize) -> Option<f64> {
     }
     scores.sort_by(|a, b| b.total_cmp(a));
     Some(scores[k - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Presence;
+
+    fn lexemes(words: &[&str]) -> Vec<String> {
+        words.iter().map(|&w| w.to_owned()).collect()
+    }
+
+    #[test]
+    fn the_positive_part_parses_into_what_a_match_must_contain() {
+        let l = lexemes(&["and", "it's", "the", "x\\y"]);
+        // A phrase is `&`; weights are ignored; `&` binds tighter than `|`.
+        let p = Presence::parse("'the':A <-> 'and':A | 'the':AC", &l).expect("parses");
+        assert_eq!(
+            p,
+            Presence::Any(vec![
+                Presence::All(vec![Presence::Lexeme(2), Presence::Lexeme(0)]),
+                Presence::Lexeme(2),
+            ])
+        );
+        assert!(p.holds(&|i| i == 2));
+        assert!(!p.holds(&|i| i == 0));
+        // Quotes and backslashes inside a lexeme, parentheses, `<N>`.
+        let p = Presence::parse("( 'it''s' | 'x\\\\y':B ) <2> 'and'", &l).expect("parses");
+        assert_eq!(
+            p,
+            Presence::All(vec![
+                Presence::Any(vec![Presence::Lexeme(1), Presence::Lexeme(3)]),
+                Presence::Lexeme(0),
+            ])
+        );
+        assert!(p.holds(&|i| i == 3 || i == 0));
+        assert!(!p.holds(&|i| i == 3));
+        // The most matches: the fewest of an `&`, the sum of an `|`.
+        assert_eq!(p.most(&[5, 7, 100, 2]), 5);
+        assert_eq!(p.most(&[50, 7, 100, 2]), 9);
+        // A lexeme that is not among the query's, or a malformed text: no parse.
+        assert_eq!(Presence::parse("'nope'", &l), None);
+        assert_eq!(Presence::parse("'the' &", &l), None);
+        assert_eq!(Presence::parse("( 'the'", &l), None);
+        assert_eq!(Presence::parse("'the' 'and'", &l), None);
+    }
 }

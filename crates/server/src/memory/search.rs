@@ -6,11 +6,14 @@
 //! layers are merged on that one scale and cut to `limit`; snippets and the matched words are
 //! computed for those hits only (`sql/hit_details.sql`).
 //!
-//! Every match is ranked (the GIN index finds them, each match's row is read): the same
-//! statements on stock PostgreSQL as managed services offer it, no extension needed. Why not
-//! the RUM extension's ordered index scans: RUM orders by a score of its own, which is not in
-//! the order of `ts_rank_cd` (see docs/benchmarks.md, search), so its results would differ
-//! from a database without it; and it ranks every match inside the index too.
+//! The reference is every match ranked (the GIN index finds them, each match's row is read):
+//! the same statements on stock PostgreSQL as managed services offer it, no extension needed.
+//! Two faster paths give the same hits: the impact-ordered postings (`postings.rs`) for `or`
+//! queries with many matches, and for a session filter the session's own turns
+//! (`sql/raw_session_best.sql`). Why not the RUM extension's ordered index scans: RUM orders by
+//! a score of its own, which is not in the order of `ts_rank_cd` (see docs/benchmarks.md,
+//! search), so its results would differ from a database without it; and it ranks every match
+//! inside the index too.
 
 use std::cmp::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +23,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::postings::OrQuery;
+use super::postings::PostingsQuery;
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
 use crate::telemetry;
@@ -29,6 +32,12 @@ const RAW_BEST: &str = include_str!("sql/raw_best.sql");
 const INSIGHTS_BEST: &str = include_str!("sql/insights_best.sql");
 const HIT_DETAILS: &str = include_str!("sql/hit_details.sql");
 const QUERY_SHAPE: &str = include_str!("sql/query_shape.sql");
+const SESSION_SIZE: &str = include_str!("sql/session_size.sql");
+const RAW_SESSION_BEST: &str = include_str!("sql/raw_session_best.sql");
+
+/// A session with fewer turns than this is ranked from its own turns (`raw_session_best.sql`);
+/// a larger one through the full-text index with the session as a filter (`raw_best.sql`).
+pub const SESSION_SCAN_MAX: i64 = 5_000;
 
 /// Languages whose word forms `search_tsv` stores (migration V2); `memory.search.languages`
 /// chooses among them.
@@ -49,9 +58,23 @@ pub struct SearchSettings {
     /// `1 + importance_weight × (importance − 0.5)`.
     pub importance_weight: f64,
     /// Answer `or` queries (one word with its forms, or words joined by `or`) from the
-    /// impact-ordered postings (migration V6, `postings.rs`): the same results as ranking
-    /// every match, read best first. `false` ranks every match for every query.
+    /// impact-ordered postings (migration V6, `postings.rs`), read best first, and a
+    /// session-filtered search from the session's own turns: the same results as ranking
+    /// every match. `false` ranks every match through the full-text index for every query
+    /// (the reference the tests compare with).
     pub postings: bool,
+    /// When the postings show that a layer holds at most this many matches, every match is
+    /// ranked instead (one statement through the full-text index is cheaper).
+    pub few_matches: i64,
+    /// A lexeme with more postings than this is frequent: a query that is not an `or` query
+    /// is answered from the postings only when exactly one of its lexemes is frequent and
+    /// matches by itself (see `postings.rs`).
+    pub long_list: i64,
+    /// Also ask the postings about queries that are not written as `or` queries (several
+    /// words, phrases, excluded words): answered from them only in the case `long_list`
+    /// describes, which is rare, so by default such queries skip the statement that would
+    /// tell (it costs more than it saves on the benchmark's mix, docs/benchmarks.md).
+    pub postings_beyond_or: bool,
     /// Rank as of this instant (seconds since the epoch) instead of the clock's: for tests
     /// that compare searches made one after the other. `None` in the server.
     pub fixed_now: Option<f64>,
@@ -65,6 +88,9 @@ impl Default for SearchSettings {
             recency_half_life_days: 30.0,
             importance_weight: 0.2,
             postings: true,
+            few_matches: super::postings::FEW_MATCHES,
+            long_list: super::postings::LONG_LIST,
+            postings_beyond_or: false,
             fixed_now: None,
         }
     }
@@ -78,8 +104,7 @@ impl SearchSettings {
             recency_weight: cfg.recency_weight,
             recency_half_life_days: cfg.recency_half_life_days,
             importance_weight: cfg.importance_weight,
-            postings: true,
-            fixed_now: None,
+            ..SearchSettings::default()
         }
     }
 
@@ -99,9 +124,10 @@ pub struct SearchStatus {
     pub recency_half_life_days: f64,
     /// How much an insight's importance weighs (`memory.search.importance_weight`).
     pub importance_weight: f64,
-    /// Whether `or` queries (one word with its forms, or words joined by `or`) are answered
-    /// from the impact-ordered postings (table `search_postings`, stock PostgreSQL): the same
-    /// hits as ranking every match, which other queries (and a session filter) do.
+    /// Whether `or` queries (one word with its forms, or words joined by `or`) with many
+    /// matches are answered from the impact-ordered postings (table `search_postings`, stock
+    /// PostgreSQL) and session-filtered searches from the session's turns: the same hits as
+    /// ranking every match, which other queries do.
     pub postings: bool,
 }
 
@@ -168,28 +194,45 @@ impl MemoryStore {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         });
-        // An `or` query (one word with its forms, or words joined by `or`) may be answered
-        // from the impact-ordered postings (postings.rs), any other ranks every match.
-        let or_query = if self.search_settings().postings {
-            self.or_query(&p.query).await?
+        // Any query with a positive word may be answered from the impact-ordered postings
+        // (postings.rs); the others (and a fallback) rank every match.
+        let settings = self.search_settings();
+        let postings_query = if settings.postings
+            && (settings.postings_beyond_or || written_as_or_query(&p.query))
+        {
+            self.postings_query(&p.query).await?
         } else {
             None
         };
-        let or_query = or_query.as_ref();
+        let postings_query = postings_query.as_ref();
         // The two layers side by side, each on its own connection.
         let raw = async {
             if layer == Layer::Insights {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(ItemLayer::Raw, &p.query, session, or_query, limit, now)
-                .await
+            self.best_of_layer(
+                ItemLayer::Raw,
+                &p.query,
+                session,
+                postings_query,
+                limit,
+                now,
+            )
+            .await
         };
         let insights = async {
             if layer == Layer::Raw {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(ItemLayer::Insight, &p.query, None, or_query, limit, now)
-                .await
+            self.best_of_layer(
+                ItemLayer::Insight,
+                &p.query,
+                None,
+                postings_query,
+                limit,
+                now,
+            )
+            .await
         };
         let (raw, insights) = tokio::try_join!(raw, insights)?;
         let mut ranked = raw;
@@ -204,24 +247,45 @@ impl MemoryStore {
         Ok(SearchResults { hits })
     }
 
-    /// The best `limit` of one layer: from the postings for an `or` query without a session
-    /// filter (`or_query`), when they prove the result; otherwise every match ranked
-    /// ([`RAW_BEST`], [`INSIGHTS_BEST`]). Both give the same hits.
+    /// The best `limit` of one layer: from the postings without a session filter, when they
+    /// prove the result; with a session filter, from the session's own turns when it is
+    /// smaller than [`SESSION_SCAN_MAX`]; otherwise every match ranked ([`RAW_BEST`],
+    /// [`INSIGHTS_BEST`]). All give the same hits; with [`SearchSettings::postings`] off only
+    /// the last is used (the reference the tests compare with).
     async fn best_of_layer(
         &self,
         layer: ItemLayer,
         query: &str,
         session: Option<&str>,
-        or_query: Option<&OrQuery>,
+        postings_query: Option<&PostingsQuery>,
         limit: u32,
         now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
-        if let Some(or_query) = or_query
+        if let Some(postings_query) = postings_query
             && session.is_none()
-            && let Some(best) = self.best_by_postings(layer, or_query, limit, now).await?
+            && let Some(best) = self
+                .best_by_postings(layer, postings_query, limit, now)
+                .await?
         {
             self.search_paths().count_postings();
             return Ok(best);
+        }
+        if let Some(session) = session
+            && layer == ItemLayer::Raw
+            && self.search_settings().postings
+            && self.session_size(session).await? < SESSION_SCAN_MAX
+        {
+            self.search_paths().count_session();
+            return self
+                .ranked_rows(
+                    RAW_SESSION_BEST,
+                    layer,
+                    query,
+                    limit,
+                    Extra::Session(Some(session)),
+                    now,
+                )
+                .await;
         }
         self.search_paths().count_every_match();
         let (sql, extra) = match layer {
@@ -229,6 +293,22 @@ impl MemoryStore {
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
         self.ranked_rows(sql, layer, query, limit, extra, now).await
+    }
+
+    /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
+    async fn session_size(&self, session: &str) -> Result<i64, MemoryError> {
+        let mut lease = self.lease().await?;
+        let turns: i64 = telemetry::statement(
+            "SELECT l0_raw session size",
+            sqlx::query_scalar(SESSION_SIZE)
+                .bind(session)
+                .bind(SESSION_SCAN_MAX)
+                .persistent(self.named_statements())
+                .fetch_one(lease.conn()),
+        )
+        .await?;
+        lease.done().await?;
+        Ok(turns)
     }
 
     async fn ranked_rows(
@@ -254,9 +334,10 @@ impl MemoryStore {
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
         let statement = statement.bind(now);
-        let summary = match layer {
-            ItemLayer::Raw => "SELECT l0_raw ranked",
-            ItemLayer::Insight => "SELECT l2_insights ranked",
+        let summary = match (layer, sql == RAW_SESSION_BEST) {
+            (ItemLayer::Raw, true) => "SELECT l0_raw session ranked",
+            (ItemLayer::Raw, false) => "SELECT l0_raw ranked",
+            (ItemLayer::Insight, _) => "SELECT l2_insights ranked",
         };
         let mut lease = self.lease().await?;
         let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
@@ -337,6 +418,26 @@ impl MemoryStore {
     }
 }
 
+/// Whether `query` (web-search syntax) is written as one word or words joined by `or`: no
+/// phrase, no excluded word, no two words side by side. The database decides whether its
+/// tsquery is really an `or` query (a word may split into several lexemes).
+fn written_as_or_query(query: &str) -> bool {
+    if query.contains('"') {
+        return false;
+    }
+    let words: Vec<&str> = query.split_whitespace().collect();
+    !words.is_empty()
+        && words.len() % 2 == 1
+        && words.iter().enumerate().all(|(i, w)| {
+            let or = w.eq_ignore_ascii_case("or");
+            if i % 2 == 1 {
+                or
+            } else {
+                !or && !w.starts_with('-')
+            }
+        })
+}
+
 pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Error> {
     Ok(Ranked {
         layer,
@@ -349,3 +450,34 @@ pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Erro
 
 /// The tool description of `search_memory` (one source for what it says about ranking).
 pub const SEARCH_TOOL_DESCRIPTION: &str = "Full-text search over insights and raw dialogue, best matches first over every stored memory. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Words also match their English and German forms (collecting finds collect), exact words and phrases rank first. Each hit carries its score, relevance and the words it matched; recency and an insight's importance boost the score lightly.";
+
+#[cfg(test)]
+mod tests {
+    use super::written_as_or_query;
+
+    #[test]
+    fn or_queries_are_told_by_how_they_are_written() {
+        for q in [
+            "compost",
+            "o'clock",
+            "coffee or tea",
+            "a OR b or c",
+            "  tea  ",
+        ] {
+            assert!(written_as_or_query(q), "{q}");
+        }
+        for q in [
+            "",
+            "coffee tea",
+            "\"coffee tea\"",
+            "coffee -tea",
+            "-tea",
+            "or",
+            "coffee or",
+            "coffee or tea milk",
+            "coffee or -tea",
+        ] {
+            assert!(!written_as_or_query(q), "{q}");
+        }
+    }
+}
