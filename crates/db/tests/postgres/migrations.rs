@@ -13,6 +13,7 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "V2__search_ranking",
             "V3__lifecycle",
             "V6__search_postings",
+            "V8__search_document_once",
             "V9__search_query_stop_words"
         ]
     );
