@@ -31,6 +31,7 @@ use crate::memory::{
     StoredTurn,
 };
 use crate::telemetry::{self, Outcome};
+use crate::tenancy::Tenant;
 
 /// The name clients show for this server.
 pub const SERVER_NAME: &str = "cognitive-memory";
@@ -60,6 +61,14 @@ const RECENT_INSIGHTS: u32 = 20;
 /// What `memory_status` and `memory://status` report. Never credentials.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MemoryStatus {
+    /// Whose memories this server serves to the caller; the counts below are this tenant's.
+    pub tenant: String,
+    /// Whether PostgreSQL's row-level security binds the memory tables (no statement sees
+    /// another tenant's rows).
+    pub row_level_security: bool,
+    /// Whether the full-text indexes serve searches under row-level security (the search
+    /// operators are LEAKPROOF; docs/tenancy.md).
+    pub search_indexes_under_rls: bool,
     /// The environment this server runs as (development, test, staging, production).
     pub environment: String,
     /// Name of the PostgreSQL database holding the memories.
@@ -103,7 +112,7 @@ impl MemoryServer {
         &self,
         Parameters(params): Parameters<StoreRawDialogue>,
     ) -> CallToolResult {
-        respond(self.app.store.store_raw(params).await, |turn| {
+        respond(self.app.store.store_raw(&self.tenant(), params).await, |turn| {
             format!("stored turn {} in session {}", turn.id, turn.session_id)
         })
     }
@@ -113,7 +122,7 @@ impl MemoryServer {
         output_schema = schema_for_output::<StoredInsight>()
     )]
     async fn store_insight(&self, Parameters(params): Parameters<StoreInsight>) -> CallToolResult {
-        respond(self.app.store.store_insight(params).await, |insight| {
+        respond(self.app.store.store_insight(&self.tenant(), params).await, |insight| {
             format!("stored insight {}", insight.id)
         })
     }
@@ -123,7 +132,7 @@ impl MemoryServer {
         output_schema = schema_for_output::<SearchResults>()
     )]
     async fn search_memory(&self, Parameters(params): Parameters<SearchMemory>) -> CallToolResult {
-        respond(self.app.store.search(params).await, |results| {
+        respond(self.app.store.search(&self.tenant(), params).await, |results| {
             format!("{} hit(s)", results.hits.len())
         })
     }
@@ -133,7 +142,7 @@ impl MemoryServer {
         output_schema = schema_for_output::<SessionPage>()
     )]
     async fn get_session(&self, Parameters(params): Parameters<GetSession>) -> CallToolResult {
-        respond(self.app.store.get_session(params).await, |page| {
+        respond(self.app.store.get_session(&self.tenant(), params).await, |page| {
             format!("{} turn(s)", page.turns.len())
         })
     }
@@ -143,7 +152,7 @@ impl MemoryServer {
         output_schema = schema_for_output::<ForgetReport>()
     )]
     async fn forget(&self, Parameters(params): Parameters<Forget>) -> CallToolResult {
-        respond(self.app.store.forget(params).await, |report| {
+        respond(self.app.store.forget(&self.tenant(), params).await, |report| {
             format!(
                 "deleted {} turn(s) and {} insight(s); {} insight(s) lost references",
                 report.raw_deleted, report.insights_deleted, report.insights_unlinked
@@ -158,19 +167,34 @@ impl MemoryServer {
     async fn memory_status(&self) -> CallToolResult {
         respond(self.status().await, |status| {
             format!(
-                "{} environment, database {}: {} turn(s), {} insight(s)",
-                status.environment, status.database, status.raw_turns, status.insights
+                "{} environment, database {}, tenant {}: {} turn(s), {} insight(s)",
+                status.environment,
+                status.database,
+                status.tenant,
+                status.raw_turns,
+                status.insights
             )
         })
     }
 }
 
 impl MemoryServer {
+    /// The tenant whose memories this request reads and writes: the one helper every tool and
+    /// resource takes it from. Today the configured `memory.tenant` (stdio, and HTTP until
+    /// principals carry one).
+    fn tenant(&self) -> Tenant {
+        self.app.tenant.clone()
+    }
+
     async fn status(&self) -> Result<MemoryStatus, MemoryError> {
-        let store = self.app.store.status().await?;
+        let tenant = self.tenant();
+        let store = self.app.store.status(&tenant).await?;
         let lifecycle = crate::lifecycle::read_status(self.app.store.pool()).await?;
         let search = self.app.store.search_status();
         Ok(MemoryStatus {
+            tenant: store.tenant,
+            row_level_security: store.row_level_security,
+            search_indexes_under_rls: store.search_indexes_under_rls,
             environment: self.app.environment.as_str().to_owned(),
             database: store.database,
             schema_version: store.schema_version,
@@ -203,7 +227,7 @@ impl MemoryServer {
         } else if uri == RECENT_INSIGHTS_URI {
             self.app
                 .store
-                .recent_insights(RECENT_INSIGHTS)
+                .recent_insights(&self.tenant(), RECENT_INSIGHTS)
                 .await
                 .map(to_json)
         } else if let Some(session_id) = uri.strip_prefix(SESSION_URI_PREFIX) {
@@ -212,11 +236,14 @@ impl MemoryServer {
             })?;
             self.app
                 .store
-                .get_session(GetSession {
+                .get_session(
+                    &self.tenant(),
+                    GetSession {
                     session_id,
                     limit: None,
                     before_id: None,
-                })
+                },
+                )
                 .await
                 .map(to_json)
         } else {

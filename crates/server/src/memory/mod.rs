@@ -16,6 +16,7 @@
 
 mod params;
 mod postings;
+mod scope;
 mod search;
 mod store;
 
@@ -30,6 +31,7 @@ pub use params::{
 pub use postings::SearchPathCounts;
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
+pub(crate) use scope::begin as begin_for_tenant;
 pub(crate) use store::UNLINK;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).

@@ -32,6 +32,7 @@ use super::search::{Ranked, best_first};
 use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
 use crate::telemetry;
+use crate::tenancy::Tenant;
 
 const OR_LEXEMES: &str = include_str!("sql/or_lexemes.sql");
 const POSTINGS: &str = include_str!("sql/postings.sql");
@@ -111,8 +112,12 @@ struct Candidate {
 impl MemoryStore {
     /// `query` as the tsquery text of `search_query`, with its lexemes when its operators are
     /// all `or`; `None` for any other query.
-    pub(super) async fn or_query(&self, query: &str) -> Result<Option<OrQuery>, MemoryError> {
-        let mut lease = self.lease().await?;
+    pub(super) async fn or_query(
+        &self,
+        tenant: &Tenant,
+        query: &str,
+    ) -> Result<Option<OrQuery>, MemoryError> {
+        let mut lease = self.lease(tenant).await?;
         let row = telemetry::statement(
             "SELECT query_or_lexemes",
             sqlx::query(OR_LEXEMES)
@@ -137,6 +142,7 @@ impl MemoryStore {
     /// when no proof was reached by [`MAX_DEPTH`] (the caller ranks every match).
     pub(super) async fn best_by_postings(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         query: &OrQuery,
         limit: u32,
@@ -158,7 +164,7 @@ impl MemoryStore {
         let chunk = k.saturating_mul(2).clamp(EXACT_CHUNK.0, EXACT_CHUNK.1);
         let mut depth = FIRST_DEPTH.max(k.saturating_mul(4));
         loop {
-            let (lists, rows) = self.postings_round(layer, lexemes, depth).await?;
+            let (lists, rows) = self.postings_round(tenant, layer, lexemes, depth).await?;
             let exhausted: Vec<bool> = lists.iter().map(|l| l.read < depth).collect();
             let bounds: Vec<f64> = lists
                 .iter()
@@ -229,7 +235,7 @@ impl MemoryStore {
                     }
                     continue;
                 }
-                let ranked = self.exact_ranks(layer, &query.tsquery, &batch, now).await?;
+                let ranked = self.exact_ranks(tenant, layer, &query.tsquery, &batch, now).await?;
                 for id in &batch {
                     exact.insert(*id, None);
                 }
@@ -260,6 +266,7 @@ impl MemoryStore {
     /// (list index, id, impact, created).
     async fn postings_round(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         lexemes: &[String],
         depth: usize,
@@ -268,7 +275,7 @@ impl MemoryStore {
             ItemLayer::Raw => "r",
             ItemLayer::Insight => "i",
         };
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let result = telemetry::statement(
             "SELECT search_postings",
             sqlx::query(POSTINGS)
@@ -318,6 +325,7 @@ impl MemoryStore {
     /// expressions).
     async fn exact_ranks(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         tsquery: &str,
         ids: &[i64],
@@ -339,7 +347,7 @@ impl MemoryStore {
         };
         // Unnamed: planned for these values, so the tsquery is parsed once (see the SQL).
         let statement = statement.bind(now).persistent(false);
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let summary = match layer {
             ItemLayer::Raw => "SELECT l0_raw candidates",
             ItemLayer::Insight => "SELECT l2_insights candidates",

@@ -24,6 +24,7 @@ use super::postings::OrQuery;
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
 use crate::telemetry;
+use crate::tenancy::Tenant;
 
 const RAW_BEST: &str = include_str!("sql/raw_best.sql");
 const INSIGHTS_BEST: &str = include_str!("sql/insights_best.sql");
@@ -159,7 +160,11 @@ impl MemoryStore {
     /// documentation. With `session_id`, raw turns are filtered to that session; insights are
     /// not (see [`SearchMemory`]). A query without any word (only punctuation) finds nothing;
     /// one with only excluded words (`-word`) is [`MemoryError::Invalid`].
-    pub async fn search(&self, p: SearchMemory) -> Result<SearchResults, MemoryError> {
+    pub async fn search(
+        &self,
+        tenant: &Tenant,
+        p: SearchMemory,
+    ) -> Result<SearchResults, MemoryError> {
         let (layer, limit) = p.validate(self.limits())?;
         let session = p.session_id.as_deref();
         // One instant for the recency boost of both layers.
@@ -171,7 +176,7 @@ impl MemoryStore {
         // An `or` query (one word with its forms, or words joined by `or`) may be answered
         // from the impact-ordered postings (postings.rs), any other ranks every match.
         let or_query = if self.search_settings().postings {
-            self.or_query(&p.query).await?
+            self.or_query(tenant, &p.query).await?
         } else {
             None
         };
@@ -181,14 +186,14 @@ impl MemoryStore {
             if layer == Layer::Insights {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(ItemLayer::Raw, &p.query, session, or_query, limit, now)
+            self.best_of_layer(tenant, ItemLayer::Raw, &p.query, session, or_query, limit, now)
                 .await
         };
         let insights = async {
             if layer == Layer::Raw {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(ItemLayer::Insight, &p.query, None, or_query, limit, now)
+            self.best_of_layer(tenant, ItemLayer::Insight, &p.query, None, or_query, limit, now)
                 .await
         };
         let (raw, insights) = tokio::try_join!(raw, insights)?;
@@ -197,10 +202,10 @@ impl MemoryStore {
         ranked.sort_by(best_first);
         ranked.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         if ranked.is_empty() {
-            self.explain_no_hits(&p.query).await?;
+            self.explain_no_hits(tenant, &p.query).await?;
             return Ok(SearchResults { hits: Vec::new() });
         }
-        let hits = self.hit_details(&p.query, &ranked).await?;
+        let hits = self.hit_details(tenant, &p.query, &ranked).await?;
         Ok(SearchResults { hits })
     }
 
@@ -209,6 +214,7 @@ impl MemoryStore {
     /// ([`RAW_BEST`], [`INSIGHTS_BEST`]). Both give the same hits.
     async fn best_of_layer(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         query: &str,
         session: Option<&str>,
@@ -218,7 +224,7 @@ impl MemoryStore {
     ) -> Result<Vec<Ranked>, MemoryError> {
         if let Some(or_query) = or_query
             && session.is_none()
-            && let Some(best) = self.best_by_postings(layer, or_query, limit, now).await?
+            && let Some(best) = self.best_by_postings(tenant, layer, or_query, limit, now).await?
         {
             self.search_paths().count_postings();
             return Ok(best);
@@ -228,11 +234,13 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(sql, layer, query, limit, extra, now).await
+        self.ranked_rows(tenant, sql, layer, query, limit, extra, now).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn ranked_rows(
         &self,
+        tenant: &Tenant,
         sql: &'static str,
         layer: ItemLayer,
         query: &str,
@@ -258,7 +266,7 @@ impl MemoryStore {
             ItemLayer::Raw => "SELECT l0_raw ranked",
             ItemLayer::Insight => "SELECT l2_insights ranked",
         };
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
         lease.done().await?;
         rows.iter()
@@ -267,7 +275,12 @@ impl MemoryStore {
             .map_err(MemoryError::from)
     }
 
-    async fn hit_details(&self, query: &str, ranked: &[Ranked]) -> Result<Vec<Hit>, MemoryError> {
+    async fn hit_details(
+        &self,
+        tenant: &Tenant,
+        query: &str,
+        ranked: &[Ranked],
+    ) -> Result<Vec<Hit>, MemoryError> {
         let layers: Vec<&str> = ranked
             .iter()
             .map(|r| match r.layer {
@@ -276,7 +289,7 @@ impl MemoryStore {
             })
             .collect();
         let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = telemetry::statement(
             "SELECT hit_details",
             sqlx::query(HIT_DETAILS)
@@ -312,8 +325,8 @@ impl MemoryStore {
     }
 
     /// After a search without hits: an error if the query could never match.
-    async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
-        let mut lease = self.lease().await?;
+    async fn explain_no_hits(&self, tenant: &Tenant, query: &str) -> Result<(), MemoryError> {
+        let mut lease = self.lease(tenant).await?;
         let row = telemetry::statement(
             "SELECT query_shape",
             sqlx::query(QUERY_SHAPE)

@@ -16,7 +16,9 @@ use super::{
     SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn,
     Turn,
 };
+use super::scope;
 use crate::telemetry::{connection, statement};
+use crate::tenancy::Tenant;
 
 /// A timestamp column as RFC 3339 text in UTC with microseconds (sqlx has no time types here).
 macro_rules! rfc3339 {
@@ -108,10 +110,20 @@ pub(crate) const UNLINK: &str = "UPDATE l2_insights AS i
      WHERE i.source_ids && $1::bigint[]
      RETURNING i.id";
 
+/// The counts are the tenant's (row-level security); the two flags describe the database
+/// (db::tenancy_state says the same for `doctor`).
 const STATUS: &str = "SELECT current_database()::text AS database,
             to_regclass('refinery_schema_history') IS NOT NULL AS has_history,
             (SELECT count(*) FROM l0_raw) AS raw_turns,
-            (SELECT count(*) FROM l2_insights) AS insights";
+            (SELECT count(*) FROM l2_insights) AS insights,
+            coalesce((SELECT bool_and(c.relrowsecurity AND c.relforcerowsecurity)
+                      FROM pg_class c
+                      WHERE c.oid IN ('l0_raw'::regclass, 'l2_insights'::regclass)), false) AS rls,
+            coalesce((SELECT bool_and(p.proleakproof)
+                      FROM pg_proc p
+                      WHERE p.oid IN ('pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure,
+                                      'pg_catalog.arrayoverlap(anyarray, anyarray)'::regprocedure)),
+                     false) AS leakproof";
 
 const SCHEMA_VERSION: &str = "SELECT max(version) FROM refinery_schema_history";
 
@@ -188,17 +200,32 @@ impl MemoryStore {
         self.named_statements
     }
 
-    /// A connection for one operation. With unnamed statements (behind a pooler in transaction
-    /// mode) it holds a transaction: sqlx sends Parse/Describe and Bind/Execute as two
-    /// exchanges, each ending in Sync, and between them PgBouncer would hand the server
-    /// connection — and its unnamed statement — to another client. An open transaction keeps
-    /// it. With named statements a plain pooled connection suffices. Every connection of the
-    /// tools comes through [`db::acquire`], which rides out a password rotation's window.
-    pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
+    /// A connection for one operation of `tenant`, with `app.tenant` set to it, so the
+    /// row-level security policies (migration V7) restrict every statement to its rows.
+    ///
+    /// With unnamed statements (behind a pooler in transaction mode) it holds a transaction,
+    /// begun with the tenant set for it (`set_config(.., true)`, in the same exchange as
+    /// `BEGIN`): sqlx sends Parse/Describe and Bind/Execute as two exchanges, each ending in
+    /// Sync, and between them PgBouncer would hand the server connection — and its unnamed
+    /// statement — to another client. An open transaction keeps it, and the setting ends with
+    /// it. With named statements (a direct connection, or a pooler in session mode) a plain
+    /// pooled connection suffices and the tenant is set for the session before the operation
+    /// (one short exchange): every operation sets its own tenant first, so a setting left on
+    /// a pooled connection is never the one a later operation runs with. Every connection of
+    /// the tools comes through [`db::acquire`], which rides out a password rotation's window.
+    pub(super) async fn lease(&self, tenant: &Tenant) -> Result<Lease, sqlx::Error> {
         Ok(if self.named_statements {
-            Lease::Pooled(connection(db::acquire(&self.pool)).await?)
+            let mut conn = connection(db::acquire(&self.pool)).await?;
+            statement(
+                "SET app.tenant",
+                scope::set_session(&mut conn, tenant, true),
+            )
+            .await?;
+            Lease::Pooled(conn)
         } else {
-            Lease::Transaction(statement("BEGIN", connection(db::begin(&self.pool))).await?)
+            Lease::Transaction(
+                statement("BEGIN", connection(scope::begin(&self.pool, tenant))).await?,
+            )
         })
     }
 
@@ -218,9 +245,13 @@ impl MemoryStore {
     }
 
     /// Store one dialogue turn (one statement, committed on return).
-    pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
+    pub async fn store_raw(
+        &self,
+        tenant: &Tenant,
+        p: StoreRawDialogue,
+    ) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let row = statement(
             "INSERT l0_raw",
             sqlx::query(INSERT_RAW)
@@ -243,9 +274,13 @@ impl MemoryStore {
     /// Store an insight. Its `source_ids` are checked and the cited turns locked in the same
     /// transaction as the insert; any unknown id fails the call with
     /// [`MemoryError::UnknownSources`] and nothing is stored.
-    pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
+    pub async fn store_insight(
+        &self,
+        tenant: &Tenant,
+        p: StoreInsight,
+    ) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = statement("BEGIN", connection(db::begin(&self.pool))).await?;
+        let mut tx = statement("BEGIN", connection(scope::begin(&self.pool, tenant))).await?;
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = statement(
                 "SELECT l0_raw sources",
@@ -282,11 +317,15 @@ impl MemoryStore {
     /// One page of a session's turns in chronological order: the newest `limit` turns with an
     /// id below `before_id` (or overall). `next_before_id` is the smallest id returned when
     /// older turns exist. An unknown session yields an empty page.
-    pub async fn get_session(&self, p: GetSession) -> Result<SessionPage, MemoryError> {
+    pub async fn get_session(
+        &self,
+        tenant: &Tenant,
+        p: GetSession,
+    ) -> Result<SessionPage, MemoryError> {
         let limit = usize::try_from(p.validate(&self.limits)?).unwrap_or(usize::MAX);
         let before_id = p.before_id.unwrap_or(i64::MAX);
         // One more than asked for tells whether older turns exist.
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = statement(
             "SELECT l0_raw session",
             sqlx::query(SESSION_PAGE)
@@ -320,9 +359,9 @@ impl MemoryStore {
     /// Delete a session's raw turns, or listed raw turns and insights, in one transaction, and
     /// remove the deleted turns from the `source_ids` of the insights citing them. See
     /// [`Forget`] for exactly what is erased and what is kept.
-    pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
+    pub async fn forget(&self, tenant: &Tenant, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = statement("BEGIN", connection(db::begin(&self.pool))).await?;
+        let mut tx = statement("BEGIN", connection(scope::begin(&self.pool, tenant))).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {
@@ -409,8 +448,8 @@ impl MemoryStore {
     /// The database's name, the newest applied migration and the number of stored items.
     /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
     /// for a status tool, too heavy for a liveness probe.
-    pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
-        let mut lease = self.lease().await?;
+    pub async fn status(&self, tenant: &Tenant) -> Result<StoreStatus, MemoryError> {
+        let mut lease = self.lease(tenant).await?;
         let row = statement(
             "SELECT status",
             sqlx::query(STATUS)
@@ -434,6 +473,9 @@ impl MemoryStore {
         let raw_turns: i64 = row.try_get("raw_turns")?;
         let insights: i64 = row.try_get("insights")?;
         Ok(StoreStatus {
+            tenant: tenant.to_string(),
+            row_level_security: row.try_get("rls")?,
+            search_indexes_under_rls: row.try_get("leakproof")?,
             database: row.try_get("database")?,
             schema_version,
             raw_turns: u64::try_from(raw_turns).unwrap_or_default(),
@@ -443,9 +485,13 @@ impl MemoryStore {
 
     /// The `limit` most recently stored insights, newest first. `limit` must be from 1 to the
     /// configured maximum.
-    pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
+    pub async fn recent_insights(
+        &self,
+        tenant: &Tenant,
+        limit: u32,
+    ) -> Result<Vec<Insight>, MemoryError> {
         let limit = resolve_limit(Some(limit), &self.limits)?;
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = statement(
             "SELECT l2_insights recent",
             sqlx::query(RECENT_INSIGHTS)
