@@ -98,14 +98,17 @@ impl Run {
 async fn pool(url: &str) -> PgPool {
     PgPoolOptions::new()
         .max_connections(8)
-        .connect(url)
+        // Plain SQL on the memory tables runs as tenant `default` (row-level security, V7).
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .unwrap()
 }
 
 /// `turns` turns in sessions of 100 and `insights` insights citing up to 3 of them, by COPY.
 async fn seed(url: &str, turns: usize, insights: usize) {
-    let mut conn = PgConnection::connect(url).await.unwrap();
+    let mut conn = PgConnection::connect(&pg_harness::url_with_tenant(url, "default"))
+        .await
+        .unwrap();
     let mut copy = conn
         .copy_in_raw("COPY l0_raw (session_id, speaker, content, metadata) FROM STDIN")
         .await
@@ -1073,7 +1076,9 @@ async fn retention_expires_old_turns_and_their_links_under_load_without_failed_c
         .unwrap();
 
     // Another "replica" holds the retention lock: this daemon must leave the purge to it.
-    let mut other_replica = PgConnection::connect(&database.url).await.unwrap();
+    let mut other_replica = PgConnection::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+        .await
+        .unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(RETENTION_LOCK_KEY)
         .execute(&mut other_replica)

@@ -2,6 +2,10 @@
 //! per test): ranking over the whole history in both layers and in a session, word forms in
 //! English and German with exact forms first, and the search settings.
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 use cognitive_memory_mcp::memory::{
     Hit, ItemLayer, Layer, MemoryLimits, MemoryStore, SearchMemory, SearchSettings, Speaker,
     StoreInsight, StoreRawDialogue,
@@ -46,7 +50,7 @@ fn query(text: &str) -> SearchMemory {
 
 async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
     store
-        .store_raw(StoreRawDialogue {
+        .store_raw(&TENANT, StoreRawDialogue {
             session_id: session.to_owned(),
             speaker: Speaker::User,
             content: content.to_owned(),
@@ -59,7 +63,7 @@ async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
 
 async fn put_insight(store: &MemoryStore, content: &str, importance: f64) -> i64 {
     store
-        .store_insight(StoreInsight {
+        .store_insight(&TENANT, StoreInsight {
             content: content.to_owned(),
             source_ids: None,
             tags: None,
@@ -71,7 +75,7 @@ async fn put_insight(store: &MemoryStore, content: &str, importance: f64) -> i64
 }
 
 async fn hits(store: &MemoryStore, search: SearchMemory) -> Vec<Hit> {
-    store.search(search).await.expect("search").hits
+    store.search(&TENANT, search).await.expect("search").hits
 }
 
 fn ids(hits: &[Hit]) -> Vec<(ItemLayer, i64)> {

@@ -1,6 +1,10 @@
 //! The memory store against a real PostgreSQL: one throwaway cluster (pg-harness) for the whole
 //! binary, a fresh, migrated database per test.
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -29,7 +33,7 @@ async fn fresh() -> (TestDatabase, MemoryStore) {
         .expect("a fresh test database");
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(&db.url)
+        .connect(&pg_harness::url_with_tenant(&db.url, "default"))
         .await
         .expect("connect to the test database");
     db::migrate(&pool).await.expect("migrate");
@@ -73,7 +77,7 @@ fn session_page(session: &str, limit: Option<u32>, before_id: Option<i64>) -> Ge
 
 async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
     store
-        .store_raw(raw(session, Speaker::User, content))
+        .store_raw(&TENANT, raw(session, Speaker::User, content))
         .await
         .expect("store a raw turn")
         .id
@@ -81,7 +85,7 @@ async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
 
 async fn put_insight(store: &MemoryStore, content: &str, source_ids: &[i64]) -> i64 {
     store
-        .store_insight(insight(content, source_ids))
+        .store_insight(&TENANT, insight(content, source_ids))
         .await
         .expect("store an insight")
         .id
@@ -89,7 +93,7 @@ async fn put_insight(store: &MemoryStore, content: &str, source_ids: &[i64]) -> 
 
 async fn ids_of(store: &MemoryStore, query: SearchMemory) -> Vec<(ItemLayer, i64)> {
     store
-        .search(query)
+        .search(&TENANT, query)
         .await
         .expect("search")
         .hits
@@ -152,7 +156,7 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     metadata.insert("model".into(), json!("m-1"));
     metadata.insert("nested".into(), json!({"n": [1, 2.5, null, true]}));
     let first = store
-        .store_raw(StoreRawDialogue {
+        .store_raw(&TENANT, StoreRawDialogue {
             session_id: "s-1".into(),
             speaker: Speaker::User,
             content: "Hello, my cat is called Mia".into(),
@@ -161,15 +165,15 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
         .await
         .unwrap();
     let second = store
-        .store_raw(raw("s-1", Speaker::Assistant, "Nice to meet Mia"))
+        .store_raw(&TENANT, raw("s-1", Speaker::Assistant, "Nice to meet Mia"))
         .await
         .unwrap();
     let other = store
-        .store_raw(raw("s-2", Speaker::Tool, "unrelated"))
+        .store_raw(&TENANT, raw("s-2", Speaker::Tool, "unrelated"))
         .await
         .unwrap();
     let third = store
-        .store_raw(raw("s-1", Speaker::System, "  keep whitespace  "))
+        .store_raw(&TENANT, raw("s-1", Speaker::System, "  keep whitespace  "))
         .await
         .unwrap();
     assert_eq!(first.session_id, "s-1");
@@ -178,7 +182,7 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     assert!(first.created_at <= third.created_at);
 
     let page = store
-        .get_session(session_page("s-1", None, None))
+        .get_session(&TENANT, session_page("s-1", None, None))
         .await
         .unwrap();
     assert_eq!(page.session_id, "s-1");
@@ -201,7 +205,7 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     assert!(page.turns[1].metadata.is_empty());
 
     let unknown = store
-        .get_session(session_page("no-such-session", None, None))
+        .get_session(&TENANT, session_page("no-such-session", None, None))
         .await
         .unwrap();
     assert!(unknown.turns.is_empty());
@@ -221,7 +225,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
     let mut before = None;
     loop {
         let page = store
-            .get_session(session_page("paged", Some(10), before))
+            .get_session(&TENANT, session_page("paged", Some(10), before))
             .await
             .unwrap();
         let page_ids: Vec<i64> = page.turns.iter().map(|t| t.id).collect();
@@ -241,7 +245,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
     assert_eq!(pages[1], ids[5..15].to_vec());
     assert_eq!(pages[2], ids[0..5].to_vec());
     let turn = store
-        .get_session(session_page("paged", Some(1), Some(ids[1])))
+        .get_session(&TENANT, session_page("paged", Some(1), Some(ids[1])))
         .await
         .unwrap();
     assert_eq!(turn.turns.len(), 1);
@@ -253,7 +257,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
 
     // Exactly `limit` turns left: no further page is announced.
     let exact = store
-        .get_session(session_page("paged", Some(5), Some(ids[5])))
+        .get_session(&TENANT, session_page("paged", Some(5), Some(ids[5])))
         .await
         .unwrap();
     assert_eq!(exact.turns.len(), 5);
@@ -261,7 +265,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
 
     // Default limit.
     let default = store
-        .get_session(session_page("paged", None, None))
+        .get_session(&TENANT, session_page("paged", None, None))
         .await
         .unwrap();
     assert_eq!(default.turns.len(), LIMITS.default_limit as usize);
@@ -274,42 +278,42 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     let long_session = format!("{CANARY}{}", "x".repeat(200));
     assert_invalid(
         store
-            .store_raw(raw(&long_session, Speaker::User, "fine"))
+            .store_raw(&TENANT, raw(&long_session, Speaker::User, "fine"))
             .await,
         "session_id",
     );
     assert_invalid(
-        store.store_raw(raw("", Speaker::User, "fine")).await,
+        store.store_raw(&TENANT, raw("", Speaker::User, "fine")).await,
         "session_id",
     );
     assert_invalid(
-        store.store_raw(raw("   ", Speaker::User, "fine")).await,
+        store.store_raw(&TENANT, raw("   ", Speaker::User, "fine")).await,
         "session_id",
     );
     assert_invalid(
         store
-            .store_raw(raw(&format!("{CANARY}\n"), Speaker::User, "fine"))
+            .store_raw(&TENANT, raw(&format!("{CANARY}\n"), Speaker::User, "fine"))
             .await,
         "session_id",
     );
     // 200 characters of 2 bytes each is within bounds (characters, not bytes).
     let wide = "é".repeat(200);
     store
-        .store_raw(raw(&wide, Speaker::User, "fine"))
+        .store_raw(&TENANT, raw(&wide, Speaker::User, "fine"))
         .await
         .expect("200 characters are allowed");
 
     assert_invalid(
-        store.store_raw(raw("s", Speaker::User, "")).await,
+        store.store_raw(&TENANT, raw("s", Speaker::User, "")).await,
         "content",
     );
     assert_invalid(
-        store.store_raw(raw("s", Speaker::User, " \n\t ")).await,
+        store.store_raw(&TENANT, raw("s", Speaker::User, " \n\t ")).await,
         "content",
     );
     let oversize = format!("{CANARY} {}", "a".repeat(LIMITS.max_content_bytes));
     let reason = assert_invalid(
-        store.store_raw(raw("s", Speaker::User, &oversize)).await,
+        store.store_raw(&TENANT, raw("s", Speaker::User, &oversize)).await,
         "content",
     );
     assert!(
@@ -322,12 +326,12 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     );
     let exactly = "b".repeat(LIMITS.max_content_bytes);
     store
-        .store_raw(raw("s", Speaker::User, &exactly))
+        .store_raw(&TENANT, raw("s", Speaker::User, &exactly))
         .await
         .expect("content of exactly the limit is allowed");
     assert_invalid(
         store
-            .store_raw(raw("s", Speaker::User, &format!("{CANARY}\0")))
+            .store_raw(&TENANT, raw("s", Speaker::User, &format!("{CANARY}\0")))
             .await,
         "content",
     );
@@ -338,7 +342,7 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     }
     let reason = assert_invalid(
         store
-            .store_raw(StoreRawDialogue {
+            .store_raw(&TENANT, StoreRawDialogue {
                 metadata: Some(many_keys),
                 ..raw("s", Speaker::User, "fine")
             })
@@ -353,7 +357,7 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     );
     let reason = assert_invalid(
         store
-            .store_raw(StoreRawDialogue {
+            .store_raw(&TENANT, StoreRawDialogue {
                 metadata: Some(big),
                 ..raw("s", Speaker::User, "fine")
             })
@@ -365,7 +369,7 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     nul.insert("deep".into(), json!([{ "x": format!("{CANARY}\u{0}") }]));
     assert_invalid(
         store
-            .store_raw(StoreRawDialogue {
+            .store_raw(&TENANT, StoreRawDialogue {
                 metadata: Some(nul),
                 ..raw("s", Speaker::User, "fine")
             })
@@ -376,19 +380,19 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     let mut escaped = Map::new();
     escaped.insert("text".into(), json!("\\u0000"));
     store
-        .store_raw(StoreRawDialogue {
+        .store_raw(&TENANT, StoreRawDialogue {
             metadata: Some(escaped.clone()),
             ..raw("escaped", Speaker::User, "fine")
         })
         .await
         .expect("a literal backslash sequence is storable");
     let page = store
-        .get_session(session_page("escaped", None, None))
+        .get_session(&TENANT, session_page("escaped", None, None))
         .await
         .unwrap();
     assert_eq!(page.turns[0].metadata, escaped);
 
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!(status.raw_turns, 3, "only the valid turns were stored");
 }
 
@@ -458,7 +462,7 @@ async fn store_insight_and_recent_insights_round_trip() {
     let a = put(&store, "s", "the user likes green tea").await;
     let b = put(&store, "s", "and dislikes coffee").await;
     let first = store
-        .store_insight(StoreInsight {
+        .store_insight(&TENANT, StoreInsight {
             content: "Prefers tea over coffee".into(),
             source_ids: Some(vec![b, a, b]),
             tags: Some(vec!["drinks".into(), "preferences".into()]),
@@ -471,7 +475,7 @@ async fn store_insight_and_recent_insights_round_trip() {
     let third = put_insight(&store, "Third", &[a]).await;
     assert!(first.id < second && second < third);
 
-    let recent = store.recent_insights(10).await.unwrap();
+    let recent = store.recent_insights(&TENANT, 10).await.unwrap();
     let order: Vec<i64> = recent.iter().map(|i| i.id).collect();
     assert_eq!(order, vec![third, second, first.id], "newest first");
     let stored = &recent[2];
@@ -482,13 +486,13 @@ async fn store_insight_and_recent_insights_round_trip() {
     assert_eq!(stored.created_at, first.created_at);
     assert_eq!(recent[1].importance, 0.5);
     let tenth = store
-        .store_insight(StoreInsight {
+        .store_insight(&TENANT, StoreInsight {
             importance: Some(0.1),
             ..insight("a tenth", &[])
         })
         .await
         .unwrap();
-    let newest = store.recent_insights(1).await.unwrap();
+    let newest = store.recent_insights(&TENANT, 1).await.unwrap();
     assert_eq!(newest[0].id, tenth.id);
     assert_eq!(
         newest[0].importance, 0.1,
@@ -496,15 +500,15 @@ async fn store_insight_and_recent_insights_round_trip() {
     );
     assert!(recent[1].source_ids.is_empty() && recent[1].tags.is_empty());
 
-    let two = store.recent_insights(2).await.unwrap();
+    let two = store.recent_insights(&TENANT, 2).await.unwrap();
     assert_eq!(
         two.iter().map(|i| i.id).collect::<Vec<_>>(),
         vec![tenth.id, third]
     );
-    assert_invalid(store.recent_insights(0).await, "limit");
-    let reason = assert_invalid(store.recent_insights(LIMITS.max_limit + 1).await, "limit");
+    assert_invalid(store.recent_insights(&TENANT, 0).await, "limit");
+    let reason = assert_invalid(store.recent_insights(&TENANT, LIMITS.max_limit + 1).await, "limit");
     assert!(reason.contains("from 1 to 20"), "{reason}");
-    store.recent_insights(LIMITS.max_limit).await.unwrap();
+    store.recent_insights(&TENANT, LIMITS.max_limit).await.unwrap();
 }
 
 #[tokio::test]
@@ -513,7 +517,7 @@ async fn store_insight_validation_names_the_field() {
     let valid = || insight("fine", &[]);
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 content: " ".into(),
                 ..valid()
             })
@@ -522,7 +526,7 @@ async fn store_insight_validation_names_the_field() {
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 content: format!("{CANARY}{}", "c".repeat(LIMITS.max_content_bytes)),
                 ..valid()
             })
@@ -531,7 +535,7 @@ async fn store_insight_validation_names_the_field() {
     );
     let reason = assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 tags: Some(vec![CANARY.to_owned(); 33]),
                 ..valid()
             })
@@ -541,7 +545,7 @@ async fn store_insight_validation_names_the_field() {
     assert!(reason.contains("33 entries, limit 32"), "{reason}");
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 tags: Some(vec!["ok".into(), format!("{CANARY}{}", "t".repeat(64))]),
                 ..valid()
             })
@@ -550,7 +554,7 @@ async fn store_insight_validation_names_the_field() {
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 tags: Some(vec!["ok".into(), "ok".into(), String::new()]),
                 ..valid()
             })
@@ -559,7 +563,7 @@ async fn store_insight_validation_names_the_field() {
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 tags: Some(vec![format!("{CANARY}\t")]),
                 ..valid()
             })
@@ -568,7 +572,7 @@ async fn store_insight_validation_names_the_field() {
     );
     let reason = assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 source_ids: Some((1..=1001).collect()),
                 ..valid()
             })
@@ -578,7 +582,7 @@ async fn store_insight_validation_names_the_field() {
     assert!(reason.contains("1001 entries, limit 1000"), "{reason}");
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 source_ids: Some(vec![5, 0]),
                 ..valid()
             })
@@ -587,7 +591,7 @@ async fn store_insight_validation_names_the_field() {
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 source_ids: Some(vec![-3]),
                 ..valid()
             })
@@ -597,7 +601,7 @@ async fn store_insight_validation_names_the_field() {
     for importance in [f64::NAN, f64::INFINITY, -0.01, 1.01] {
         assert_invalid(
             store
-                .store_insight(StoreInsight {
+                .store_insight(&TENANT, StoreInsight {
                     importance: Some(importance),
                     ..valid()
                 })
@@ -607,7 +611,7 @@ async fn store_insight_validation_names_the_field() {
     }
     for importance in [0.0, 1.0] {
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 importance: Some(importance),
                 tags: Some(vec!["t".repeat(64)]),
                 ..valid()
@@ -615,7 +619,7 @@ async fn store_insight_validation_names_the_field() {
             .await
             .expect("bounds are inclusive");
     }
-    assert_eq!(store.status().await.unwrap().insights, 2);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 2);
 }
 
 #[tokio::test]
@@ -624,7 +628,7 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
     let a = put(&store, "s", "one").await;
     let b = put(&store, "s", "two").await;
     let err = store
-        .store_insight(insight(
+        .store_insight(&TENANT, insight(
             "derived",
             &[999_999, a, 555_555, b, 999_999, 555_555],
         ))
@@ -636,10 +640,10 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
     }
     assert_eq!(err.field(), Some("source_ids"));
     assert!(err.to_string().contains("555555, 999999"), "{err}");
-    assert_eq!(store.status().await.unwrap().insights, 0);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 0);
     // Forgotten turns are unknown too.
     store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: None,
             items: Some(vec![ItemRef {
                 layer: ItemLayer::Raw,
@@ -649,7 +653,7 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
         .await
         .unwrap();
     let err = store
-        .store_insight(insight("derived", &[a, b]))
+        .store_insight(&TENANT, insight("derived", &[a, b]))
         .await
         .unwrap_err();
     assert!(matches!(&err, MemoryError::UnknownSources(ids) if ids == &vec![a]));
@@ -669,7 +673,7 @@ async fn store_insight_waits_for_a_concurrent_forget_and_then_reports_the_source
         .await
         .unwrap();
     let racing = store.clone();
-    let task = tokio::spawn(async move { racing.store_insight(insight("derived", &[a, b])).await });
+    let task = tokio::spawn(async move { racing.store_insight(&TENANT, insight("derived", &[a, b])).await });
     // Wait until the insert is blocked on the deleted row's lock.
     let started = Instant::now();
     loop {
@@ -699,7 +703,7 @@ async fn store_insight_waits_for_a_concurrent_forget_and_then_reports_the_source
         matches!(&err, MemoryError::UnknownSources(ids) if ids == &vec![a]),
         "{err:?}"
     );
-    assert_eq!(store.status().await.unwrap().insights, 0);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 0);
 }
 
 #[tokio::test]
@@ -711,7 +715,7 @@ async fn search_ranks_highlights_and_merges_layers() {
     let single = put_insight(&store, "banana", &[]).await;
     let one = put_insight(&store, "one banana", &[dense]).await;
 
-    let results = store.search(search("Banana")).await.unwrap();
+    let results = store.search(&TENANT, search("Banana")).await.unwrap();
     let order: Vec<(ItemLayer, i64)> = results.hits.iter().map(|h| (h.layer, h.id)).collect();
     assert_eq!(
         order,
@@ -788,7 +792,7 @@ async fn search_ranks_highlights_and_merges_layers() {
         &format!("{filler} the zebra watches {filler}"),
     )
     .await;
-    let hits = store.search(search("zebra")).await.unwrap().hits;
+    let hits = store.search(&TENANT, search("zebra")).await.unwrap().hits;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].id, needle);
     assert!(hits[0].snippet.contains("**zebra**"), "{}", hits[0].snippet);
@@ -873,19 +877,19 @@ async fn search_understands_websearch_syntax() {
 
     // Nothing to search for: no hits, not an error.
     for query in ["!!!", "-", "\"\"", "... ?? ;"] {
-        let results = store.search(search(query)).await.unwrap();
+        let results = store.search(&TENANT, search(query)).await.unwrap();
         assert!(results.hits.is_empty(), "{query}");
     }
     // Only excluded words: refused rather than matching everything.
-    let reason = assert_invalid(store.search(search("-dog")).await, "query");
+    let reason = assert_invalid(store.search(&TENANT, search("-dog")).await, "query");
     assert!(reason.contains("not excluded"), "{reason}");
     // Injection-looking input is just text.
     let results = store
-        .search(search("'); DROP TABLE l0_raw; --"))
+        .search(&TENANT, search("'); DROP TABLE l0_raw; --"))
         .await
         .unwrap();
     assert!(results.hits.is_empty());
-    assert_eq!(store.status().await.unwrap().raw_turns, 5);
+    assert_eq!(store.status(&TENANT).await.unwrap().raw_turns, 5);
 }
 
 #[tokio::test]
@@ -909,7 +913,7 @@ async fn search_filters_by_session() {
         "insights are not filtered by session"
     );
     assert_invalid(
-        store.search(scoped(Some(Layer::Insights))).await,
+        store.search(&TENANT, scoped(Some(Layer::Insights))).await,
         "session_id",
     );
     assert!(
@@ -929,19 +933,19 @@ async fn search_filters_by_session() {
 #[tokio::test]
 async fn search_validation_names_the_field() {
     let (_db, store) = fresh().await;
-    assert_invalid(store.search(search("")).await, "query");
-    assert_invalid(store.search(search(" \t\n")).await, "query");
+    assert_invalid(store.search(&TENANT, search("")).await, "query");
+    assert_invalid(store.search(&TENANT, search(" \t\n")).await, "query");
     let long = format!("{CANARY} {}", "w ".repeat(500));
-    let reason = assert_invalid(store.search(search(&long)).await, "query");
+    let reason = assert_invalid(store.search(&TENANT, search(&long)).await, "query");
     assert!(reason.contains("limit 1000"), "{reason}");
     store
-        .search(search(&"w".repeat(1000)))
+        .search(&TENANT, search(&"w".repeat(1000)))
         .await
         .expect("1000 characters are allowed");
     for limit in [0, LIMITS.max_limit + 1] {
         let reason = assert_invalid(
             store
-                .search(SearchMemory {
+                .search(&TENANT, SearchMemory {
                     limit: Some(limit),
                     ..search("x")
                 })
@@ -952,7 +956,7 @@ async fn search_validation_names_the_field() {
     }
     assert_invalid(
         store
-            .search(SearchMemory {
+            .search(&TENANT, SearchMemory {
                 session_id: Some(format!("{CANARY}\u{7}")),
                 ..search("x")
             })
@@ -965,29 +969,29 @@ async fn search_validation_names_the_field() {
 async fn get_session_validation_names_the_field() {
     let (_db, store) = fresh().await;
     assert_invalid(
-        store.get_session(session_page("", None, None)).await,
+        store.get_session(&TENANT, session_page("", None, None)).await,
         "session_id",
     );
     assert_invalid(
         store
-            .get_session(session_page(&"x".repeat(201), None, None))
+            .get_session(&TENANT, session_page(&"x".repeat(201), None, None))
             .await,
         "session_id",
     );
     assert_invalid(
-        store.get_session(session_page("s", Some(0), None)).await,
+        store.get_session(&TENANT, session_page("s", Some(0), None)).await,
         "limit",
     );
     assert_invalid(
-        store.get_session(session_page("s", Some(21), None)).await,
+        store.get_session(&TENANT, session_page("s", Some(21), None)).await,
         "limit",
     );
     assert_invalid(
-        store.get_session(session_page("s", None, Some(0))).await,
+        store.get_session(&TENANT, session_page("s", None, Some(0))).await,
         "before_id",
     );
     assert_invalid(
-        store.get_session(session_page("s", None, Some(-5))).await,
+        store.get_session(&TENANT, session_page("s", None, Some(-5))).await,
         "before_id",
     );
 }
@@ -1005,7 +1009,7 @@ async fn forget_a_session_unlinks_its_insights() {
     let only_bob = put_insight(&store, "bob papaya", &[b2]).await;
 
     let report = store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: Some("alice".into()),
             items: None,
         })
@@ -1025,7 +1029,7 @@ async fn forget_a_session_unlinks_its_insights() {
     assert_eq!(source_ids(store.pool(), only_bob).await, vec![b2]);
     assert!(
         store
-            .get_session(session_page("alice", None, None))
+            .get_session(&TENANT, session_page("alice", None, None))
             .await
             .unwrap()
             .turns
@@ -1033,7 +1037,7 @@ async fn forget_a_session_unlinks_its_insights() {
     );
     assert_eq!(
         store
-            .get_session(session_page("bob", None, None))
+            .get_session(&TENANT, session_page("bob", None, None))
             .await
             .unwrap()
             .turns
@@ -1041,12 +1045,12 @@ async fn forget_a_session_unlinks_its_insights() {
         2
     );
     assert!(ids_of(&store, search("secret")).await.is_empty());
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!((status.raw_turns, status.insights), (2, 3));
 
     // Again: nothing left, nothing changed, no error.
     let again = store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: Some("alice".into()),
             items: None,
         })
@@ -1074,7 +1078,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
 
     // Forget a search hit by its layer and id, plus a listed insight and unknown items.
     let hit = store
-        .search(SearchMemory {
+        .search(&TENANT, SearchMemory {
             layer: Some(Layer::Raw),
             ..search("one")
         })
@@ -1084,7 +1088,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
         .remove(0);
     assert_eq!((hit.layer, hit.id), (ItemLayer::Raw, r1));
     let report = store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: None,
             items: Some(vec![
                 ItemRef {
@@ -1135,7 +1139,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
     assert_eq!(source_ids(store.pool(), cites_r1_r2).await, vec![r2]);
     assert_eq!(source_ids(store.pool(), unrelated).await, vec![r3]);
     let remaining: Vec<i64> = store
-        .recent_insights(10)
+        .recent_insights(&TENANT, 10)
         .await
         .unwrap()
         .iter()
@@ -1143,7 +1147,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
         .collect();
     assert_eq!(remaining, vec![unrelated, cites_r1_r2]);
     let turns: Vec<i64> = store
-        .get_session(session_page("s", None, None))
+        .get_session(&TENANT, session_page("s", None, None))
         .await
         .unwrap()
         .turns
@@ -1154,7 +1158,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
 
     // Insights only: no raw turn deleted, nothing unlinked.
     let report = store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: None,
             items: Some(vec![ItemRef {
                 layer: ItemLayer::Insight,
@@ -1171,7 +1175,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
         ),
         (0, 1, 0)
     );
-    assert_eq!(store.status().await.unwrap().insights, 1);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 1);
 }
 
 #[tokio::test]
@@ -1183,7 +1187,7 @@ async fn forget_validation_names_the_fields() {
     };
     let reason = assert_invalid(
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: Some(CANARY.into()),
                 items: Some(vec![item(1)]),
             })
@@ -1196,7 +1200,7 @@ async fn forget_validation_names_the_fields() {
     );
     assert_invalid(
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: None,
                 items: None,
             })
@@ -1205,7 +1209,7 @@ async fn forget_validation_names_the_fields() {
     );
     assert_invalid(
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: None,
                 items: Some(Vec::new()),
             })
@@ -1214,7 +1218,7 @@ async fn forget_validation_names_the_fields() {
     );
     let reason = assert_invalid(
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: None,
                 items: Some((1..=1001).map(item).collect()),
             })
@@ -1224,7 +1228,7 @@ async fn forget_validation_names_the_fields() {
     assert!(reason.contains("1001 entries, limit 1000"), "{reason}");
     assert_invalid(
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: None,
                 items: Some(vec![item(1), item(2), item(0)]),
             })
@@ -1233,7 +1237,7 @@ async fn forget_validation_names_the_fields() {
     );
     assert_invalid(
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: Some(format!("{CANARY}{}", "x".repeat(200))),
                 items: None,
             })
@@ -1247,7 +1251,7 @@ async fn status_reports_database_schema_and_counts() {
     let db = TestCluster::shared().fresh_database().await.unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(&db.url)
+        .connect(&pg_harness::url_with_tenant(&db.url, "default"))
         .await
         .unwrap();
     let report = db::migrate(&pool).await.unwrap();
@@ -1256,7 +1260,7 @@ async fn status_reports_database_schema_and_counts() {
         db::MigrationReport::UpToDate => panic!("a fresh database has pending migrations"),
     };
     let store = MemoryStore::new(pool, LIMITS);
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!(status.database, db.name);
     assert_eq!(status.schema_version, newest);
     assert!(newest >= Some(1));
@@ -1264,7 +1268,7 @@ async fn status_reports_database_schema_and_counts() {
     let a = put(&store, "s", "one").await;
     put(&store, "s", "two").await;
     put_insight(&store, "i", &[a]).await;
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!((status.raw_turns, status.insights), (2, 1));
 
     let debug = format!("{store:?}");
@@ -1283,7 +1287,7 @@ async fn an_unreachable_database_is_unavailable() {
     let store = MemoryStore::new(pool, LIMITS);
     let started = Instant::now();
     let err = store
-        .store_raw(raw("s", Speaker::User, CANARY))
+        .store_raw(&TENANT, raw("s", Speaker::User, CANARY))
         .await
         .unwrap_err();
     assert!(matches!(err, MemoryError::Unavailable(_)), "{err:?}");
@@ -1293,11 +1297,11 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(!err.is_caller_error());
     assert!(started.elapsed() < Duration::from_secs(10));
     for result in [
-        store.status().await.map(drop),
-        store.search(search("x")).await.map(drop),
-        store.store_insight(insight("x", &[1])).await.map(drop),
+        store.status(&TENANT).await.map(drop),
+        store.search(&TENANT, search("x")).await.map(drop),
+        store.store_insight(&TENANT, insight("x", &[1])).await.map(drop),
         store
-            .forget(Forget {
+            .forget(&TENANT, Forget {
                 session_id: Some("s".into()),
                 items: None,
             })
@@ -1310,7 +1314,7 @@ async fn an_unreachable_database_is_unavailable() {
         );
     }
     // Validation still comes first.
-    assert_invalid(store.search(search("")).await, "query");
+    assert_invalid(store.search(&TENANT, search("")).await, "query");
 }
 
 #[tokio::test]

@@ -4,6 +4,10 @@
 //! ranking settings, after deletes and updates; the postings path is really taken; and the
 //! triggers keep `search_postings` equal to the postings of the stored rows.
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 use cognitive_memory_mcp::memory::{
     Forget, Hit, ItemLayer, ItemRef, Layer, MemoryLimits, MemoryStore, SearchMemory,
     SearchSettings, Speaker, StoreInsight, StoreRawDialogue,
@@ -97,7 +101,7 @@ fn text(rng: &mut Rng, words: usize) -> String {
 async fn pool_of(url: &str) -> PgPool {
     PgPoolOptions::new()
         .max_connections(4)
-        .connect(url)
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .expect("connect to the test database")
 }
@@ -120,7 +124,7 @@ async fn corpus(store: &MemoryStore, pool: &PgPool) {
     for n in 0..1200 {
         let words = rng.range(3, 40);
         store
-            .store_raw(StoreRawDialogue {
+            .store_raw(&TENANT, StoreRawDialogue {
                 session_id: format!("session-{}", n % 12),
                 speaker: Speaker::User,
                 content: text(&mut rng, words),
@@ -133,7 +137,7 @@ async fn corpus(store: &MemoryStore, pool: &PgPool) {
         let words = rng.range(3, 25);
         let importance = (rng.range(0, 11) as f64) / 10.0;
         store
-            .store_insight(StoreInsight {
+            .store_insight(&TENANT, StoreInsight {
                 content: text(&mut rng, words),
                 source_ids: None,
                 tags: None,
@@ -218,7 +222,7 @@ fn queries() -> Vec<String> {
 
 async fn search(store: &MemoryStore, q: &str, limit: u32, layer: Option<Layer>) -> Vec<Hit> {
     match store
-        .search(SearchMemory {
+        .search(&TENANT, SearchMemory {
             query: q.to_owned(),
             limit: Some(limit),
             layer,
@@ -256,7 +260,7 @@ async fn assert_same(store: &MemoryStore, settings: SearchSettings, label: &str)
             (50, Some(Layer::Insights)),
         ] {
             if q == "-compost" {
-                let a = fast.search(SearchMemory {
+                let a = fast.search(&TENANT, SearchMemory {
                     query: q.clone(),
                     limit: Some(limit),
                     layer,
@@ -321,7 +325,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     // Deletes (a whole session, single items of both layers) and content updates go through
     // the triggers; the paths still agree.
     store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: Some("session-3".to_owned()),
             items: None,
         })
@@ -332,7 +336,7 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         .await
         .expect("some insights");
     store
-        .forget(Forget {
+        .forget(&TENANT, Forget {
             session_id: None,
             items: Some(
                 ids.iter()

@@ -9,6 +9,10 @@
 //! - a memory that uses another form of the query's word (English and German inflections);
 //! - unrelated filler turns in between.
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 use anyhow::{Context, Result};
 use cognitive_memory_mcp::memory::{
     ItemLayer, Layer, MemoryLimits, MemoryStore, SearchMemory, SearchSettings,
@@ -75,7 +79,7 @@ struct KnownItem {
 pub async fn measure(url: &str, vocabulary: &Vocabulary) -> Result<Relevance> {
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect(url)
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .context("connect to the relevance database")?;
     let (items, memories) = seed(&pool, vocabulary).await?;
@@ -93,7 +97,7 @@ pub async fn measure(url: &str, vocabulary: &Vocabulary) -> Result<Relevance> {
     let mut before = Vec::new();
     for item in &items {
         let hits = store
-            .search(SearchMemory {
+            .search(&TENANT, SearchMemory {
                 query: item.query.clone(),
                 limit: Some(K as u32),
                 layer: Some(Layer::All),

@@ -57,7 +57,9 @@ pub async fn seed(
 ) -> Result<Seeded> {
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(url)
+        // Seeded as tenant `default` (row-level security, migration V7), the tenant the server
+        // under test serves.
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .context("connect to the benchmark database")?;
     let indexes: Vec<(String, String)> = sqlx::query_as(
@@ -251,7 +253,7 @@ async fn copy_rows(
 /// `"w1 w2"` phrases of adjacent words from `count` random seeded turns (lower case, without
 /// punctuation), so that every phrase query has at least one hit.
 pub async fn phrases(url: &str, count: usize, turns: usize, rng: &mut Rng) -> Result<Vec<String>> {
-    let mut conn = PgConnection::connect(url).await?;
+    let mut conn = PgConnection::connect(&pg_harness::url_with_tenant(url, "default")).await?;
     let ids: Vec<i64> = (0..count).map(|_| rng.range(1, turns + 1) as i64).collect();
     let texts: Vec<String> = sqlx::query_scalar("SELECT content FROM l0_raw WHERE id = ANY($1)")
         .bind(&ids)

@@ -12,7 +12,8 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "V1__initial_schema",
             "V2__search_ranking",
             "V3__lifecycle",
-            "V6__search_postings"
+            "V6__search_postings",
+            "V7__tenancy"
         ]
     );
 
@@ -33,6 +34,7 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "l0_raw",
             "l2_insights",
             "lifecycle_status",
+            "memory_tenants",
             "refinery_schema_history",
             "search_postings"
         ]
