@@ -22,6 +22,7 @@ pub(crate) mod http;
 pub(crate) mod load;
 mod relevance;
 mod replicas;
+mod rls;
 pub(crate) mod report;
 mod seed;
 pub(crate) mod server;
@@ -91,6 +92,11 @@ pub struct BenchOptions {
     /// this process, with the CPU each part used. Not with `--write-doc` or `--http-only`.
     #[arg(long, conflicts_with_all = ["write_doc", "http_only", "fsync_off_row", "telemetry_only"])]
     pub replicas: bool,
+    /// Only the row-level security overhead: store_raw_dialogue and search_memory at 32 clients
+    /// against a seeded database with the tenant policies (migration V7) and a copy with
+    /// row-level security disabled, interleaved (ABBA). Not with `--write-doc`.
+    #[arg(long, conflicts_with_all = ["write_doc", "http_only", "replicas", "telemetry_only"])]
+    pub rls_only: bool,
     /// Measure this server binary instead of building the release binary (for tests).
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
@@ -116,6 +122,9 @@ impl BenchOptions {
         }
         if self.fsync_off_row {
             command.push_str(" --fsync-off-row");
+        }
+        if self.rls_only {
+            command.push_str(" --rls-only");
         }
         if self.replicas {
             command.push_str(" --replicas");
@@ -210,6 +219,8 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         runtime.block_on(measure_telemetry_only(
             root, &binary, &cluster, &profile, options,
         ))?
+    } else if options.rls_only {
+        runtime.block_on(measure_rls_only(root, &binary, &cluster, &profile, options))?
     } else if options.replicas {
         runtime.block_on(measure_replicas(root, &binary, &cluster, &profile, options))?
     } else {
@@ -525,6 +536,40 @@ async fn telemetry_overhead(
         duration: profile.load_duration,
     };
     telemetry::overhead(binary, root, cluster, vocabulary, plan).await
+}
+
+/// `--rls-only`: the row-level security overhead figures alone.
+async fn measure_rls_only(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+    options: &BenchOptions,
+) -> Result<Report> {
+    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
+    let rounds = profile.telemetry_rounds.max(2);
+    let plan = rls::Plan {
+        rounds,
+        warmup: profile.load_warmup,
+        duration: profile.load_duration,
+        turns: profile.turns,
+        insights: profile.insights,
+        searches: profile.search_per_kind,
+    };
+    let figures = rls::overhead(binary, root, cluster, &vocabulary, plan).await?;
+    Ok(Report {
+        command: options.command(),
+        mode: profile.name,
+        machine: Machine::describe(server_version(cluster).await?),
+        date: now_utc(),
+        figures,
+        notes: vec![format!(
+            "{rounds} ABBA round(s) of {:.0} s runs per server and tool, after {:.1} s warm-up;              two databases seeded alike with {} turns, one as migrated (row-level security              forced), one with it disabled; both servers set app.tenant per operation. The              search operators are not LEAKPROOF here (the cluster's test role is no superuser).",
+            profile.load_duration.as_secs_f64(),
+            profile.load_warmup.as_secs_f64(),
+            profile.turns
+        )],
+    })
 }
 
 /// `--telemetry-only`: the overhead figure alone.

@@ -617,3 +617,231 @@ async fn retention_expires_the_memories_of_every_tenant() {
         assert_eq!((status.raw_turns, status.insights), (1, 1), "tenant {t}");
     }
 }
+
+/// Runs the binary as an operator would; `backup_url` becomes `backup.database_url`.
+fn cli(
+    root: &std::path::Path,
+    url: &str,
+    backup_url: Option<&str>,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(daemon::BIN);
+    command
+        .args(["--env", "test", "--config-root"])
+        .arg(root)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .env("MCP_AUTH_TOKEN", daemon::TOKEN)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(backup_url) = backup_url {
+        command.env("COGMEM__BACKUP__DATABASE_URL", backup_url);
+    }
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn lifecycle_per_tenant_export_import_and_backup_restore_keep_both_tenants() {
+    let database = daemon::stamped_database(Environment::Test).await;
+    let pool = owner_pool(&database).await;
+    db::migrate(&pool).await.unwrap();
+    let store = MemoryStore::new(pool.clone(), LIMITS);
+    let (alpha, beta) = (tenant("alpha"), tenant("beta"));
+    let mut alpha_turns = Vec::new();
+    for n in 0..3 {
+        alpha_turns.push(
+            store
+                .store_raw(&alpha, turn("a-session", &format!("alpha lychee {n}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    store
+        .store_insight(&alpha, insight("alpha lychee insight", &alpha_turns))
+        .await
+        .unwrap();
+    for n in 0..2 {
+        store
+            .store_raw(&beta, turn("b-session", &format!("beta quince {n}")))
+            .await
+            .unwrap();
+    }
+
+    // A backup role as setup-db documents it: BYPASSRLS, reads every table, nothing else.
+    let role = format!("{}_backup", database.owner);
+    let mut admin = PgConnection::connect(&database.admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD 'backup-pw';
+         GRANT CONNECT ON DATABASE {name} TO {role};
+         GRANT pg_read_all_data TO {role};",
+        name = database.name
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let backup_url = format!(
+        "postgres://{role}:backup-pw@127.0.0.1:{}/{}?sslmode=disable",
+        TestCluster::shared().port(),
+        database.name
+    );
+    let root = daemon::config_root();
+    let dir = root.path().join("backups");
+    let dir_arg = dir.to_string_lossy().into_owned();
+
+    // Without it, the login role cannot dump the tables under row-level security: a clear
+    // failure, never a backup without the memories.
+    let refused = cli(root.path(), &database.url, None, &["backup", "--to", &dir_arg], None);
+    assert_ne!(refused.status.code(), Some(0), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("backup.database_url"),
+        "{}",
+        text(&refused)
+    );
+
+    let backup = cli(
+        root.path(),
+        &database.url,
+        Some(&backup_url),
+        &["backup", "--to", &dir_arg],
+        None,
+    );
+    assert_eq!(backup.status.code(), Some(0), "{}", text(&backup));
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "dump"))
+        .expect("a dump");
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(dump.with_extension("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["row_counts"]["l0_raw"], 5, "{manifest}");
+    assert_eq!(manifest["row_counts"]["l2_insights"], 1, "{manifest}");
+
+    // Export: one tenant per file, the default tenant unless --tenant names another.
+    let export = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["export", "--tenant", "alpha"],
+        None,
+    );
+    assert_eq!(export.status.code(), Some(0), "{}", text(&export));
+    let exported = String::from_utf8(export.stdout).unwrap();
+    assert_eq!(exported.lines().count(), 1 + 3 + 1 + 1, "{exported}");
+    let header: Value = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    assert_eq!(header["tenant"], "alpha");
+    assert!(!exported.contains("quince"), "{exported}");
+    let default_export = cli(root.path(), &database.url, None, &["export"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&default_export.stdout).lines().count(),
+        2,
+        "{}",
+        text(&default_export)
+    );
+
+    // Import refuses another tenant's file before anything is written...
+    let wrong = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["import", "--tenant", "beta"],
+        Some(exported.as_bytes()),
+    );
+    assert_eq!(wrong.status.code(), Some(78), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("--from-tenant alpha"),
+        "{}",
+        text(&wrong)
+    );
+    let mismatch = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["import", "--tenant", "beta", "--from-tenant", "gamma"],
+        Some(exported.as_bytes()),
+    );
+    assert_eq!(mismatch.status.code(), Some(78), "{}", text(&mismatch));
+    assert_eq!(store.status(&beta).await.unwrap().raw_turns, 2);
+    // ... and takes it on purpose, into that tenant only.
+    let moved = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["import", "--tenant", "beta", "--from-tenant", "alpha"],
+        Some(exported.as_bytes()),
+    );
+    assert_eq!(moved.status.code(), Some(0), "{}", text(&moved));
+    let status = store.status(&beta).await.unwrap();
+    assert_eq!((status.raw_turns, status.insights), (5, 1));
+    assert_eq!(store.status(&alpha).await.unwrap().raw_turns, 3);
+
+    // Restore: refused while the database holds memories (of any tenant), then both tenants
+    // come back as the backup holds them.
+    let dump_arg = dump.to_string_lossy().into_owned();
+    let held = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["restore", "--from", &dump_arg],
+        None,
+    );
+    assert_eq!(held.status.code(), Some(78), "{}", text(&held));
+    assert!(text(&held).contains("8 turns"), "{}", text(&held));
+    let restored = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["restore", "--from", &dump_arg, "--replace"],
+        None,
+    );
+    assert_eq!(restored.status.code(), Some(0), "{}", text(&restored));
+    pool.close().await;
+    let pool = owner_pool(&database).await;
+    let store = MemoryStore::new(pool.clone(), LIMITS);
+    let a = store.status(&alpha).await.unwrap();
+    let b = store.status(&beta).await.unwrap();
+    assert_eq!(
+        (a.raw_turns, a.insights, b.raw_turns, b.insights),
+        (3, 1, 2, 0)
+    );
+    assert!(a.row_level_security);
+    assert!(db::tenancy_state(&pool).await.unwrap().enforced());
+    let hits = store
+        .search(
+            &beta,
+            SearchMemory {
+                query: "lychee or quince".to_owned(),
+                limit: None,
+                layer: None,
+                session_id: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.hits.len(), 2, "{hits:?}");
+}

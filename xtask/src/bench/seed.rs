@@ -49,6 +49,15 @@ pub fn session_of(n: usize) -> String {
     format!("session-{:06}", n / TURNS_PER_SESSION)
 }
 
+/// Row-level security of the memory tables off and on again (as migration V7 sets it); also
+/// the `--rls-off-row` of the benchmark.
+pub(crate) const RLS_OFF: &str = "ALTER TABLE l0_raw DISABLE ROW LEVEL SECURITY;
+     ALTER TABLE l2_insights DISABLE ROW LEVEL SECURITY;
+     ALTER TABLE search_postings DISABLE ROW LEVEL SECURITY;";
+pub(crate) const RLS_ON: &str = "ALTER TABLE l0_raw ENABLE ROW LEVEL SECURITY;
+     ALTER TABLE l2_insights ENABLE ROW LEVEL SECURITY;
+     ALTER TABLE search_postings ENABLE ROW LEVEL SECURITY;";
+
 pub async fn seed(
     url: &str,
     vocabulary: &Vocabulary,
@@ -81,6 +90,13 @@ pub async fn seed(
             .with_context(|| format!("drop index {name}"))?;
     }
 
+    // PostgreSQL refuses COPY FROM into a table under row-level security (V7): the owner lifts
+    // it for the load and forces it again right after (every row is tenant `default`, the
+    // session's setting).
+    sqlx::raw_sql(RLS_OFF)
+        .execute(&pool)
+        .await
+        .context("lift row-level security for the COPY")?;
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
     copy_turns(conn.as_mut(), vocabulary, turns).await?;
@@ -98,6 +114,10 @@ pub async fn seed(
     .await?;
     drop(conn);
     let copy = started.elapsed();
+    sqlx::raw_sql(RLS_ON)
+        .execute(&pool)
+        .await
+        .context("restore row-level security after the COPY")?;
 
     // Rebuild the indexes side by side, each on its own connection.
     let started = Instant::now();
