@@ -212,6 +212,7 @@ impl MemoryStore {
     /// The best `limit` of one layer: from the postings for an `or` query without a session
     /// filter (`or_query`), when they prove the result; otherwise every match ranked
     /// ([`RAW_BEST`], [`INSIGHTS_BEST`]). Both give the same hits.
+    #[allow(clippy::too_many_arguments)]
     async fn best_of_layer(
         &self,
         tenant: &Tenant,

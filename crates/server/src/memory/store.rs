@@ -216,11 +216,9 @@ impl MemoryStore {
     pub(super) async fn lease(&self, tenant: &Tenant) -> Result<Lease, sqlx::Error> {
         Ok(if self.named_statements {
             let mut conn = connection(db::acquire(&self.pool)).await?;
-            statement(
-                "SET app.tenant",
-                scope::set_session(&mut conn, tenant, true),
-            )
-            .await?;
+            // Part of taking the connection for the tenant, like the `BEGIN` exchange of a
+            // transaction: not a statement span of its own.
+            scope::set_session(&mut conn, tenant, true).await?;
             Lease::Pooled(conn)
         } else {
             Lease::Transaction(
