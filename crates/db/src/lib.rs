@@ -59,6 +59,6 @@ pub use provision::{
 pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};
 pub use tenancy::{
-    LEAKPROOF_SEARCH_FUNCTIONS, LeakproofOutcome, TENANT_TABLES, TenancyState, declare_search_leakproof,
-    tenancy_state,
+    LEAKPROOF_SEARCH_FUNCTIONS, LeakproofOutcome, TENANT_TABLES, TenancyState,
+    declare_search_leakproof, tenancy_state,
 };

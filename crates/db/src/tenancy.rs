@@ -155,7 +155,9 @@ pub async fn declare_search_leakproof(
     let options = (*admin.connect_options()).clone().database(database);
     let mut conn = PgConnection::connect_with(&options)
         .await
-        .map_err(DbError::query(format!("connect to {database} as the administrator")))?;
+        .map_err(DbError::query(format!(
+            "connect to {database} as the administrator"
+        )))?;
     let result = declare_on(&mut conn).await;
     let _ = conn.close().await;
     result

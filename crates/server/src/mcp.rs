@@ -112,9 +112,10 @@ impl MemoryServer {
         &self,
         Parameters(params): Parameters<StoreRawDialogue>,
     ) -> CallToolResult {
-        respond(self.app.store.store_raw(&self.tenant(), params).await, |turn| {
-            format!("stored turn {} in session {}", turn.id, turn.session_id)
-        })
+        respond(
+            self.app.store.store_raw(&self.tenant(), params).await,
+            |turn| format!("stored turn {} in session {}", turn.id, turn.session_id),
+        )
     }
 
     #[tool(
@@ -122,9 +123,10 @@ impl MemoryServer {
         output_schema = schema_for_output::<StoredInsight>()
     )]
     async fn store_insight(&self, Parameters(params): Parameters<StoreInsight>) -> CallToolResult {
-        respond(self.app.store.store_insight(&self.tenant(), params).await, |insight| {
-            format!("stored insight {}", insight.id)
-        })
+        respond(
+            self.app.store.store_insight(&self.tenant(), params).await,
+            |insight| format!("stored insight {}", insight.id),
+        )
     }
 
     #[tool(
@@ -132,9 +134,10 @@ impl MemoryServer {
         output_schema = schema_for_output::<SearchResults>()
     )]
     async fn search_memory(&self, Parameters(params): Parameters<SearchMemory>) -> CallToolResult {
-        respond(self.app.store.search(&self.tenant(), params).await, |results| {
-            format!("{} hit(s)", results.hits.len())
-        })
+        respond(
+            self.app.store.search(&self.tenant(), params).await,
+            |results| format!("{} hit(s)", results.hits.len()),
+        )
     }
 
     #[tool(
@@ -142,9 +145,10 @@ impl MemoryServer {
         output_schema = schema_for_output::<SessionPage>()
     )]
     async fn get_session(&self, Parameters(params): Parameters<GetSession>) -> CallToolResult {
-        respond(self.app.store.get_session(&self.tenant(), params).await, |page| {
-            format!("{} turn(s)", page.turns.len())
-        })
+        respond(
+            self.app.store.get_session(&self.tenant(), params).await,
+            |page| format!("{} turn(s)", page.turns.len()),
+        )
     }
 
     #[tool(
@@ -152,12 +156,15 @@ impl MemoryServer {
         output_schema = schema_for_output::<ForgetReport>()
     )]
     async fn forget(&self, Parameters(params): Parameters<Forget>) -> CallToolResult {
-        respond(self.app.store.forget(&self.tenant(), params).await, |report| {
-            format!(
-                "deleted {} turn(s) and {} insight(s); {} insight(s) lost references",
-                report.raw_deleted, report.insights_deleted, report.insights_unlinked
-            )
-        })
+        respond(
+            self.app.store.forget(&self.tenant(), params).await,
+            |report| {
+                format!(
+                    "deleted {} turn(s) and {} insight(s); {} insight(s) lost references",
+                    report.raw_deleted, report.insights_deleted, report.insights_unlinked
+                )
+            },
+        )
     }
 
     #[tool(
@@ -239,10 +246,10 @@ impl MemoryServer {
                 .get_session(
                     &self.tenant(),
                     GetSession {
-                    session_id,
-                    limit: None,
-                    before_id: None,
-                },
+                        session_id,
+                        limit: None,
+                        before_id: None,
+                    },
                 )
                 .await
                 .map(to_json)

@@ -1103,9 +1103,10 @@ async fn retention_expires_old_turns_and_their_links_under_load_without_failed_c
         .unwrap();
 
     // Another "replica" holds the retention lock: this daemon must leave the purge to it.
-    let mut other_replica = PgConnection::connect(&pg_harness::url_with_tenant(&database.url, "default"))
-        .await
-        .unwrap();
+    let mut other_replica =
+        PgConnection::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+            .await
+            .unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(RETENTION_LOCK_KEY)
         .execute(&mut other_replica)

@@ -50,12 +50,15 @@ fn query(text: &str) -> SearchMemory {
 
 async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
     store
-        .store_raw(&TENANT, StoreRawDialogue {
-            session_id: session.to_owned(),
-            speaker: Speaker::User,
-            content: content.to_owned(),
-            metadata: None,
-        })
+        .store_raw(
+            &TENANT,
+            StoreRawDialogue {
+                session_id: session.to_owned(),
+                speaker: Speaker::User,
+                content: content.to_owned(),
+                metadata: None,
+            },
+        )
         .await
         .expect("store a turn")
         .id
@@ -63,12 +66,15 @@ async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
 
 async fn put_insight(store: &MemoryStore, content: &str, importance: f64) -> i64 {
     store
-        .store_insight(&TENANT, StoreInsight {
-            content: content.to_owned(),
-            source_ids: None,
-            tags: None,
-            importance: Some(importance),
-        })
+        .store_insight(
+            &TENANT,
+            StoreInsight {
+                content: content.to_owned(),
+                source_ids: None,
+                tags: None,
+                importance: Some(importance),
+            },
+        )
         .await
         .expect("store an insight")
         .id

@@ -156,12 +156,15 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     metadata.insert("model".into(), json!("m-1"));
     metadata.insert("nested".into(), json!({"n": [1, 2.5, null, true]}));
     let first = store
-        .store_raw(&TENANT, StoreRawDialogue {
-            session_id: "s-1".into(),
-            speaker: Speaker::User,
-            content: "Hello, my cat is called Mia".into(),
-            metadata: Some(metadata.clone()),
-        })
+        .store_raw(
+            &TENANT,
+            StoreRawDialogue {
+                session_id: "s-1".into(),
+                speaker: Speaker::User,
+                content: "Hello, my cat is called Mia".into(),
+                metadata: Some(metadata.clone()),
+            },
+        )
         .await
         .unwrap();
     let second = store
@@ -283,11 +286,15 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
         "session_id",
     );
     assert_invalid(
-        store.store_raw(&TENANT, raw("", Speaker::User, "fine")).await,
+        store
+            .store_raw(&TENANT, raw("", Speaker::User, "fine"))
+            .await,
         "session_id",
     );
     assert_invalid(
-        store.store_raw(&TENANT, raw("   ", Speaker::User, "fine")).await,
+        store
+            .store_raw(&TENANT, raw("   ", Speaker::User, "fine"))
+            .await,
         "session_id",
     );
     assert_invalid(
@@ -308,12 +315,16 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
         "content",
     );
     assert_invalid(
-        store.store_raw(&TENANT, raw("s", Speaker::User, " \n\t ")).await,
+        store
+            .store_raw(&TENANT, raw("s", Speaker::User, " \n\t "))
+            .await,
         "content",
     );
     let oversize = format!("{CANARY} {}", "a".repeat(LIMITS.max_content_bytes));
     let reason = assert_invalid(
-        store.store_raw(&TENANT, raw("s", Speaker::User, &oversize)).await,
+        store
+            .store_raw(&TENANT, raw("s", Speaker::User, &oversize))
+            .await,
         "content",
     );
     assert!(
@@ -342,10 +353,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     }
     let reason = assert_invalid(
         store
-            .store_raw(&TENANT, StoreRawDialogue {
-                metadata: Some(many_keys),
-                ..raw("s", Speaker::User, "fine")
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    metadata: Some(many_keys),
+                    ..raw("s", Speaker::User, "fine")
+                },
+            )
             .await,
         "metadata",
     );
@@ -357,10 +371,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     );
     let reason = assert_invalid(
         store
-            .store_raw(&TENANT, StoreRawDialogue {
-                metadata: Some(big),
-                ..raw("s", Speaker::User, "fine")
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    metadata: Some(big),
+                    ..raw("s", Speaker::User, "fine")
+                },
+            )
             .await,
         "metadata",
     );
@@ -369,10 +386,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     nul.insert("deep".into(), json!([{ "x": format!("{CANARY}\u{0}") }]));
     assert_invalid(
         store
-            .store_raw(&TENANT, StoreRawDialogue {
-                metadata: Some(nul),
-                ..raw("s", Speaker::User, "fine")
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    metadata: Some(nul),
+                    ..raw("s", Speaker::User, "fine")
+                },
+            )
             .await,
         "metadata",
     );
@@ -380,10 +400,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     let mut escaped = Map::new();
     escaped.insert("text".into(), json!("\\u0000"));
     store
-        .store_raw(&TENANT, StoreRawDialogue {
-            metadata: Some(escaped.clone()),
-            ..raw("escaped", Speaker::User, "fine")
-        })
+        .store_raw(
+            &TENANT,
+            StoreRawDialogue {
+                metadata: Some(escaped.clone()),
+                ..raw("escaped", Speaker::User, "fine")
+            },
+        )
         .await
         .expect("a literal backslash sequence is storable");
     let page = store
@@ -462,12 +485,15 @@ async fn store_insight_and_recent_insights_round_trip() {
     let a = put(&store, "s", "the user likes green tea").await;
     let b = put(&store, "s", "and dislikes coffee").await;
     let first = store
-        .store_insight(&TENANT, StoreInsight {
-            content: "Prefers tea over coffee".into(),
-            source_ids: Some(vec![b, a, b]),
-            tags: Some(vec!["drinks".into(), "preferences".into()]),
-            importance: Some(0.75),
-        })
+        .store_insight(
+            &TENANT,
+            StoreInsight {
+                content: "Prefers tea over coffee".into(),
+                source_ids: Some(vec![b, a, b]),
+                tags: Some(vec!["drinks".into(), "preferences".into()]),
+                importance: Some(0.75),
+            },
+        )
         .await
         .unwrap();
     assert_rfc3339(&first.created_at);
@@ -486,10 +512,13 @@ async fn store_insight_and_recent_insights_round_trip() {
     assert_eq!(stored.created_at, first.created_at);
     assert_eq!(recent[1].importance, 0.5);
     let tenth = store
-        .store_insight(&TENANT, StoreInsight {
-            importance: Some(0.1),
-            ..insight("a tenth", &[])
-        })
+        .store_insight(
+            &TENANT,
+            StoreInsight {
+                importance: Some(0.1),
+                ..insight("a tenth", &[])
+            },
+        )
         .await
         .unwrap();
     let newest = store.recent_insights(&TENANT, 1).await.unwrap();
@@ -506,9 +535,15 @@ async fn store_insight_and_recent_insights_round_trip() {
         vec![tenth.id, third]
     );
     assert_invalid(store.recent_insights(&TENANT, 0).await, "limit");
-    let reason = assert_invalid(store.recent_insights(&TENANT, LIMITS.max_limit + 1).await, "limit");
+    let reason = assert_invalid(
+        store.recent_insights(&TENANT, LIMITS.max_limit + 1).await,
+        "limit",
+    );
     assert!(reason.contains("from 1 to 20"), "{reason}");
-    store.recent_insights(&TENANT, LIMITS.max_limit).await.unwrap();
+    store
+        .recent_insights(&TENANT, LIMITS.max_limit)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -517,105 +552,138 @@ async fn store_insight_validation_names_the_field() {
     let valid = || insight("fine", &[]);
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                content: " ".into(),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    content: " ".into(),
+                    ..valid()
+                },
+            )
             .await,
         "content",
     );
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                content: format!("{CANARY}{}", "c".repeat(LIMITS.max_content_bytes)),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    content: format!("{CANARY}{}", "c".repeat(LIMITS.max_content_bytes)),
+                    ..valid()
+                },
+            )
             .await,
         "content",
     );
     let reason = assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                tags: Some(vec![CANARY.to_owned(); 33]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec![CANARY.to_owned(); 33]),
+                    ..valid()
+                },
+            )
             .await,
         "tags",
     );
     assert!(reason.contains("33 entries, limit 32"), "{reason}");
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                tags: Some(vec!["ok".into(), format!("{CANARY}{}", "t".repeat(64))]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec!["ok".into(), format!("{CANARY}{}", "t".repeat(64))]),
+                    ..valid()
+                },
+            )
             .await,
         "tags[1]",
     );
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                tags: Some(vec!["ok".into(), "ok".into(), String::new()]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec!["ok".into(), "ok".into(), String::new()]),
+                    ..valid()
+                },
+            )
             .await,
         "tags[2]",
     );
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                tags: Some(vec![format!("{CANARY}\t")]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec![format!("{CANARY}\t")]),
+                    ..valid()
+                },
+            )
             .await,
         "tags[0]",
     );
     let reason = assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                source_ids: Some((1..=1001).collect()),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    source_ids: Some((1..=1001).collect()),
+                    ..valid()
+                },
+            )
             .await,
         "source_ids",
     );
     assert!(reason.contains("1001 entries, limit 1000"), "{reason}");
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                source_ids: Some(vec![5, 0]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    source_ids: Some(vec![5, 0]),
+                    ..valid()
+                },
+            )
             .await,
         "source_ids[1]",
     );
     assert_invalid(
         store
-            .store_insight(&TENANT, StoreInsight {
-                source_ids: Some(vec![-3]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    source_ids: Some(vec![-3]),
+                    ..valid()
+                },
+            )
             .await,
         "source_ids[0]",
     );
     for importance in [f64::NAN, f64::INFINITY, -0.01, 1.01] {
         assert_invalid(
             store
-                .store_insight(&TENANT, StoreInsight {
-                    importance: Some(importance),
-                    ..valid()
-                })
+                .store_insight(
+                    &TENANT,
+                    StoreInsight {
+                        importance: Some(importance),
+                        ..valid()
+                    },
+                )
                 .await,
             "importance",
         );
     }
     for importance in [0.0, 1.0] {
         store
-            .store_insight(&TENANT, StoreInsight {
-                importance: Some(importance),
-                tags: Some(vec!["t".repeat(64)]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    importance: Some(importance),
+                    tags: Some(vec!["t".repeat(64)]),
+                    ..valid()
+                },
+            )
             .await
             .expect("bounds are inclusive");
     }
@@ -628,10 +696,10 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
     let a = put(&store, "s", "one").await;
     let b = put(&store, "s", "two").await;
     let err = store
-        .store_insight(&TENANT, insight(
-            "derived",
-            &[999_999, a, 555_555, b, 999_999, 555_555],
-        ))
+        .store_insight(
+            &TENANT,
+            insight("derived", &[999_999, a, 555_555, b, 999_999, 555_555]),
+        )
         .await
         .unwrap_err();
     match &err {
@@ -643,13 +711,16 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
     assert_eq!(store.status(&TENANT).await.unwrap().insights, 0);
     // Forgotten turns are unknown too.
     store
-        .forget(&TENANT, Forget {
-            session_id: None,
-            items: Some(vec![ItemRef {
-                layer: ItemLayer::Raw,
-                id: a,
-            }]),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(vec![ItemRef {
+                    layer: ItemLayer::Raw,
+                    id: a,
+                }]),
+            },
+        )
         .await
         .unwrap();
     let err = store
@@ -673,7 +744,11 @@ async fn store_insight_waits_for_a_concurrent_forget_and_then_reports_the_source
         .await
         .unwrap();
     let racing = store.clone();
-    let task = tokio::spawn(async move { racing.store_insight(&TENANT, insight("derived", &[a, b])).await });
+    let task = tokio::spawn(async move {
+        racing
+            .store_insight(&TENANT, insight("derived", &[a, b]))
+            .await
+    });
     // Wait until the insert is blocked on the deleted row's lock.
     let started = Instant::now();
     loop {
@@ -945,10 +1020,13 @@ async fn search_validation_names_the_field() {
     for limit in [0, LIMITS.max_limit + 1] {
         let reason = assert_invalid(
             store
-                .search(&TENANT, SearchMemory {
-                    limit: Some(limit),
-                    ..search("x")
-                })
+                .search(
+                    &TENANT,
+                    SearchMemory {
+                        limit: Some(limit),
+                        ..search("x")
+                    },
+                )
                 .await,
             "limit",
         );
@@ -956,10 +1034,13 @@ async fn search_validation_names_the_field() {
     }
     assert_invalid(
         store
-            .search(&TENANT, SearchMemory {
-                session_id: Some(format!("{CANARY}\u{7}")),
-                ..search("x")
-            })
+            .search(
+                &TENANT,
+                SearchMemory {
+                    session_id: Some(format!("{CANARY}\u{7}")),
+                    ..search("x")
+                },
+            )
             .await,
         "session_id",
     );
@@ -969,7 +1050,9 @@ async fn search_validation_names_the_field() {
 async fn get_session_validation_names_the_field() {
     let (_db, store) = fresh().await;
     assert_invalid(
-        store.get_session(&TENANT, session_page("", None, None)).await,
+        store
+            .get_session(&TENANT, session_page("", None, None))
+            .await,
         "session_id",
     );
     assert_invalid(
@@ -979,19 +1062,27 @@ async fn get_session_validation_names_the_field() {
         "session_id",
     );
     assert_invalid(
-        store.get_session(&TENANT, session_page("s", Some(0), None)).await,
+        store
+            .get_session(&TENANT, session_page("s", Some(0), None))
+            .await,
         "limit",
     );
     assert_invalid(
-        store.get_session(&TENANT, session_page("s", Some(21), None)).await,
+        store
+            .get_session(&TENANT, session_page("s", Some(21), None))
+            .await,
         "limit",
     );
     assert_invalid(
-        store.get_session(&TENANT, session_page("s", None, Some(0))).await,
+        store
+            .get_session(&TENANT, session_page("s", None, Some(0)))
+            .await,
         "before_id",
     );
     assert_invalid(
-        store.get_session(&TENANT, session_page("s", None, Some(-5))).await,
+        store
+            .get_session(&TENANT, session_page("s", None, Some(-5)))
+            .await,
         "before_id",
     );
 }
@@ -1009,10 +1100,13 @@ async fn forget_a_session_unlinks_its_insights() {
     let only_bob = put_insight(&store, "bob papaya", &[b2]).await;
 
     let report = store
-        .forget(&TENANT, Forget {
-            session_id: Some("alice".into()),
-            items: None,
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: Some("alice".into()),
+                items: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(report.raw_deleted, 3);
@@ -1050,10 +1144,13 @@ async fn forget_a_session_unlinks_its_insights() {
 
     // Again: nothing left, nothing changed, no error.
     let again = store
-        .forget(&TENANT, Forget {
-            session_id: Some("alice".into()),
-            items: None,
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: Some("alice".into()),
+                items: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1078,42 +1175,48 @@ async fn forget_items_deletes_listed_turns_and_insights() {
 
     // Forget a search hit by its layer and id, plus a listed insight and unknown items.
     let hit = store
-        .search(&TENANT, SearchMemory {
-            layer: Some(Layer::Raw),
-            ..search("one")
-        })
+        .search(
+            &TENANT,
+            SearchMemory {
+                layer: Some(Layer::Raw),
+                ..search("one")
+            },
+        )
         .await
         .unwrap()
         .hits
         .remove(0);
     assert_eq!((hit.layer, hit.id), (ItemLayer::Raw, r1));
     let report = store
-        .forget(&TENANT, Forget {
-            session_id: None,
-            items: Some(vec![
-                ItemRef {
-                    layer: hit.layer,
-                    id: hit.id,
-                },
-                ItemRef {
-                    layer: ItemLayer::Insight,
-                    id: cites_r1,
-                },
-                ItemRef {
-                    layer: ItemLayer::Raw,
-                    id: 987_654,
-                },
-                ItemRef {
-                    layer: ItemLayer::Insight,
-                    id: r3 + 1000,
-                },
-                // Duplicates count once.
-                ItemRef {
-                    layer: ItemLayer::Raw,
-                    id: r1,
-                },
-            ]),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(vec![
+                    ItemRef {
+                        layer: hit.layer,
+                        id: hit.id,
+                    },
+                    ItemRef {
+                        layer: ItemLayer::Insight,
+                        id: cites_r1,
+                    },
+                    ItemRef {
+                        layer: ItemLayer::Raw,
+                        id: 987_654,
+                    },
+                    ItemRef {
+                        layer: ItemLayer::Insight,
+                        id: r3 + 1000,
+                    },
+                    // Duplicates count once.
+                    ItemRef {
+                        layer: ItemLayer::Raw,
+                        id: r1,
+                    },
+                ]),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(report.raw_deleted, 1);
@@ -1158,13 +1261,16 @@ async fn forget_items_deletes_listed_turns_and_insights() {
 
     // Insights only: no raw turn deleted, nothing unlinked.
     let report = store
-        .forget(&TENANT, Forget {
-            session_id: None,
-            items: Some(vec![ItemRef {
-                layer: ItemLayer::Insight,
-                id: unrelated,
-            }]),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(vec![ItemRef {
+                    layer: ItemLayer::Insight,
+                    id: unrelated,
+                }]),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1187,10 +1293,13 @@ async fn forget_validation_names_the_fields() {
     };
     let reason = assert_invalid(
         store
-            .forget(&TENANT, Forget {
-                session_id: Some(CANARY.into()),
-                items: Some(vec![item(1)]),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: Some(CANARY.into()),
+                    items: Some(vec![item(1)]),
+                },
+            )
             .await,
         "session_id|items",
     );
@@ -1200,47 +1309,62 @@ async fn forget_validation_names_the_fields() {
     );
     assert_invalid(
         store
-            .forget(&TENANT, Forget {
-                session_id: None,
-                items: None,
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: None,
+                },
+            )
             .await,
         "session_id|items",
     );
     assert_invalid(
         store
-            .forget(&TENANT, Forget {
-                session_id: None,
-                items: Some(Vec::new()),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: Some(Vec::new()),
+                },
+            )
             .await,
         "items",
     );
     let reason = assert_invalid(
         store
-            .forget(&TENANT, Forget {
-                session_id: None,
-                items: Some((1..=1001).map(item).collect()),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: Some((1..=1001).map(item).collect()),
+                },
+            )
             .await,
         "items",
     );
     assert!(reason.contains("1001 entries, limit 1000"), "{reason}");
     assert_invalid(
         store
-            .forget(&TENANT, Forget {
-                session_id: None,
-                items: Some(vec![item(1), item(2), item(0)]),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: Some(vec![item(1), item(2), item(0)]),
+                },
+            )
             .await,
         "items[2].id",
     );
     assert_invalid(
         store
-            .forget(&TENANT, Forget {
-                session_id: Some(format!("{CANARY}{}", "x".repeat(200))),
-                items: None,
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: Some(format!("{CANARY}{}", "x".repeat(200))),
+                    items: None,
+                },
+            )
             .await,
         "session_id",
     );
@@ -1299,12 +1423,18 @@ async fn an_unreachable_database_is_unavailable() {
     for result in [
         store.status(&TENANT).await.map(drop),
         store.search(&TENANT, search("x")).await.map(drop),
-        store.store_insight(&TENANT, insight("x", &[1])).await.map(drop),
         store
-            .forget(&TENANT, Forget {
-                session_id: Some("s".into()),
-                items: None,
-            })
+            .store_insight(&TENANT, insight("x", &[1]))
+            .await
+            .map(drop),
+        store
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: Some("s".into()),
+                    items: None,
+                },
+            )
             .await
             .map(drop),
     ] {

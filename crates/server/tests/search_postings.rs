@@ -124,12 +124,15 @@ async fn corpus(store: &MemoryStore, pool: &PgPool) {
     for n in 0..1200 {
         let words = rng.range(3, 40);
         store
-            .store_raw(&TENANT, StoreRawDialogue {
-                session_id: format!("session-{}", n % 12),
-                speaker: Speaker::User,
-                content: text(&mut rng, words),
-                metadata: None,
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    session_id: format!("session-{}", n % 12),
+                    speaker: Speaker::User,
+                    content: text(&mut rng, words),
+                    metadata: None,
+                },
+            )
             .await
             .expect("store a turn");
     }
@@ -137,12 +140,15 @@ async fn corpus(store: &MemoryStore, pool: &PgPool) {
         let words = rng.range(3, 25);
         let importance = (rng.range(0, 11) as f64) / 10.0;
         store
-            .store_insight(&TENANT, StoreInsight {
-                content: text(&mut rng, words),
-                source_ids: None,
-                tags: None,
-                importance: Some(importance),
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    content: text(&mut rng, words),
+                    source_ids: None,
+                    tags: None,
+                    importance: Some(importance),
+                },
+            )
             .await
             .expect("store an insight");
     }
@@ -222,12 +228,15 @@ fn queries() -> Vec<String> {
 
 async fn search(store: &MemoryStore, q: &str, limit: u32, layer: Option<Layer>) -> Vec<Hit> {
     match store
-        .search(&TENANT, SearchMemory {
-            query: q.to_owned(),
-            limit: Some(limit),
-            layer,
-            session_id: None,
-        })
+        .search(
+            &TENANT,
+            SearchMemory {
+                query: q.to_owned(),
+                limit: Some(limit),
+                layer,
+                session_id: None,
+            },
+        )
         .await
     {
         Ok(found) => found.hits,
@@ -260,12 +269,15 @@ async fn assert_same(store: &MemoryStore, settings: SearchSettings, label: &str)
             (50, Some(Layer::Insights)),
         ] {
             if q == "-compost" {
-                let a = fast.search(&TENANT, SearchMemory {
-                    query: q.clone(),
-                    limit: Some(limit),
-                    layer,
-                    session_id: None,
-                });
+                let a = fast.search(
+                    &TENANT,
+                    SearchMemory {
+                        query: q.clone(),
+                        limit: Some(limit),
+                        layer,
+                        session_id: None,
+                    },
+                );
                 assert!(a.await.is_err(), "{label}: {q:?} is refused");
                 continue;
             }
@@ -325,10 +337,13 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     // Deletes (a whole session, single items of both layers) and content updates go through
     // the triggers; the paths still agree.
     store
-        .forget(&TENANT, Forget {
-            session_id: Some("session-3".to_owned()),
-            items: None,
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: Some("session-3".to_owned()),
+                items: None,
+            },
+        )
         .await
         .expect("forget a session");
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM l2_insights ORDER BY id LIMIT 40")
@@ -336,17 +351,20 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         .await
         .expect("some insights");
     store
-        .forget(&TENANT, Forget {
-            session_id: None,
-            items: Some(
-                ids.iter()
-                    .map(|&id| ItemRef {
-                        layer: ItemLayer::Insight,
-                        id,
-                    })
-                    .collect(),
-            ),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(
+                    ids.iter()
+                        .map(|&id| ItemRef {
+                            layer: ItemLayer::Insight,
+                            id,
+                        })
+                        .collect(),
+                ),
+            },
+        )
         .await
         .expect("forget insights");
     sqlx::query(

@@ -118,19 +118,35 @@ async fn in_sql_the_login_role_sees_only_the_tenant_it_sets() {
         "SELECT count(*) FROM l2_insights",
         "SELECT count(*) FROM search_postings",
     ] {
-        assert_eq!(scalar_i64(&mut conn, sql).await, 0, "{sql} without a tenant");
+        assert_eq!(
+            scalar_i64(&mut conn, sql).await,
+            0,
+            "{sql} without a tenant"
+        );
     }
     assert_eq!(
-        rows_affected(&mut conn, "UPDATE l0_raw SET content = 'x' WHERE id = $1", a_turn).await,
+        rows_affected(
+            &mut conn,
+            "UPDATE l0_raw SET content = 'x' WHERE id = $1",
+            a_turn
+        )
+        .await,
         0
     );
     assert_eq!(
-        rows_affected(&mut conn, "DELETE FROM l2_insights WHERE id = $1", a_insight).await,
+        rows_affected(
+            &mut conn,
+            "DELETE FROM l2_insights WHERE id = $1",
+            a_insight
+        )
+        .await,
         0
     );
-    let insert = sqlx::query("INSERT INTO l0_raw (session_id, speaker, content) VALUES ('s', 'user', 'no tenant')")
-        .execute(&mut conn)
-        .await;
+    let insert = sqlx::query(
+        "INSERT INTO l0_raw (session_id, speaker, content) VALUES ('s', 'user', 'no tenant')",
+    )
+    .execute(&mut conn)
+    .await;
     assert!(insert.is_err(), "an insert without a tenant succeeded");
     let insert = sqlx::query("INSERT INTO l0_raw (tenant, session_id, speaker, content) VALUES ('alpha', 's', 'user', 'named')")
         .execute(&mut conn)
@@ -160,7 +176,10 @@ async fn in_sql_the_login_role_sees_only_the_tenant_it_sets() {
         .execute(&mut conn)
         .await
         .unwrap();
-    assert_eq!(scalar_i64(&mut conn, "SELECT count(*) FROM l0_raw").await, 0);
+    assert_eq!(
+        scalar_i64(&mut conn, "SELECT count(*) FROM l0_raw").await,
+        0
+    );
     assert_eq!(
         scalar_i64(&mut conn, "SELECT count(*) FROM search_postings").await,
         0
@@ -177,7 +196,12 @@ async fn in_sql_the_login_role_sees_only_the_tenant_it_sets() {
         "B sees its own row"
     );
     assert_eq!(
-        rows_affected(&mut conn, "UPDATE l0_raw SET content = 'x' WHERE id = $1", a_turn).await,
+        rows_affected(
+            &mut conn,
+            "UPDATE l0_raw SET content = 'x' WHERE id = $1",
+            a_turn
+        )
+        .await,
         0
     );
     assert_eq!(
@@ -332,7 +356,12 @@ async fn no_tool_or_resource_of_one_tenant_shows_another_tenants_memories() {
         .unwrap();
 
     // Every read of B: none of A's memories.
-    for query in ["papaya", "papaya or mango", "\"alpha papaya\"", "alpha papaya"] {
+    for query in [
+        "papaya",
+        "papaya or mango",
+        "\"alpha papaya\"",
+        "alpha papaya",
+    ] {
         let hits = ok(&b, "search_memory", json!({"query": query})).await;
         let found = ids(&hits, "hits");
         assert!(
@@ -377,7 +406,10 @@ async fn no_tool_or_resource_of_one_tenant_shows_another_tenants_memories() {
     )
     .await;
     assert_eq!(
-        (forgot["raw_deleted"].as_u64(), forgot["insights_deleted"].as_u64()),
+        (
+            forgot["raw_deleted"].as_u64(),
+            forgot["insights_deleted"].as_u64()
+        ),
         (Some(0), Some(0)),
         "{forgot}"
     );
@@ -586,12 +618,10 @@ async fn retention_expires_the_memories_of_every_tenant() {
             .await
             .unwrap();
         // Old rows, written as the tenant itself.
-        let mut conn = PgConnection::connect(&pg_harness::url_with_tenant(
-            &database.url,
-            t.as_str(),
-        ))
-        .await
-        .unwrap();
+        let mut conn =
+            PgConnection::connect(&pg_harness::url_with_tenant(&database.url, t.as_str()))
+                .await
+                .unwrap();
         sqlx::raw_sql(
             "INSERT INTO l0_raw (session_id, speaker, content, created_at)
              SELECT 's', 'user', 'old turn', now() - interval '40 days' FROM generate_series(1, 5);
@@ -714,7 +744,13 @@ async fn lifecycle_per_tenant_export_import_and_backup_restore_keep_both_tenants
 
     // Without it, the login role cannot dump the tables under row-level security: a clear
     // failure, never a backup without the memories.
-    let refused = cli(root.path(), &database.url, None, &["backup", "--to", &dir_arg], None);
+    let refused = cli(
+        root.path(),
+        &database.url,
+        None,
+        &["backup", "--to", &dir_arg],
+        None,
+    );
     assert_ne!(refused.status.code(), Some(0), "{}", text(&refused));
     assert!(
         text(&refused).contains("backup.database_url"),
@@ -758,7 +794,9 @@ async fn lifecycle_per_tenant_export_import_and_backup_restore_keep_both_tenants
     assert!(!exported.contains("quince"), "{exported}");
     let default_export = cli(root.path(), &database.url, None, &["export"], None);
     assert_eq!(
-        String::from_utf8_lossy(&default_export.stdout).lines().count(),
+        String::from_utf8_lossy(&default_export.stdout)
+            .lines()
+            .count(),
         2,
         "{}",
         text(&default_export)

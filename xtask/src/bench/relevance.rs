@@ -97,12 +97,15 @@ pub async fn measure(url: &str, vocabulary: &Vocabulary) -> Result<Relevance> {
     let mut before = Vec::new();
     for item in &items {
         let hits = store
-            .search(&TENANT, SearchMemory {
-                query: item.query.clone(),
-                limit: Some(K as u32),
-                layer: Some(Layer::All),
-                session_id: None,
-            })
+            .search(
+                &TENANT,
+                SearchMemory {
+                    query: item.query.clone(),
+                    limit: Some(K as u32),
+                    layer: Some(Layer::All),
+                    session_id: None,
+                },
+            )
             .await
             .map_err(|err| anyhow::anyhow!("search_memory: {err}"))?;
         now.push(

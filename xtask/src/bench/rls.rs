@@ -57,7 +57,8 @@ pub async fn overhead(
     off_conn.close().await.ok();
 
     let mut rng = Rng::new(0x0715_5EED);
-    let phrases = seed::phrases(&on_url, plan.searches * 2, seeded.turns as usize, &mut rng).await?;
+    let phrases =
+        seed::phrases(&on_url, plan.searches * 2, seeded.turns as usize, &mut rng).await?;
     let mix: Arc<Vec<Value>> = Arc::new(
         search_queries(
             vocabulary,
@@ -148,8 +149,10 @@ pub async fn overhead(
             .with("errors", errors),
         );
     }
-    on.stop().context("stop the server with row-level security")?;
-    off.stop().context("stop the server without row-level security")?;
+    on.stop()
+        .context("stop the server with row-level security")?;
+    off.stop()
+        .context("stop the server without row-level security")?;
     Ok(figures)
 }
 

@@ -88,11 +88,13 @@ async fn environments_are_separated_by_role_and_database() {
     let dev_pool = crate::common::pool(&pg_harness::url_with_tenant(
         &url_for(Environment::Development, DEV_PASSWORD),
         "default",
-    )).await;
+    ))
+    .await;
     let prod_pool = crate::common::pool(&pg_harness::url_with_tenant(
         &url_for(Environment::Production, PROD_PASSWORD),
         "default",
-    )).await;
+    ))
+    .await;
     // ... and not the other's: CONNECT is revoked from PUBLIC.
     let crossing = url_for(Environment::Development, DEV_PASSWORD)
         .replace("/cognitive_memory_dev?", "/cognitive_memory?");

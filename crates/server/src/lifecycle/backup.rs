@@ -25,9 +25,9 @@ use std::process::Stdio;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use config_core::{Environment, Loaded};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use secrecy::{ExposeSecret, SecretString};
 use sqlx::{PgPool, Row};
 use tokio::io::AsyncReadExt;
 
@@ -201,7 +201,10 @@ async fn take(
     let fingerprint = db::fingerprint(pool).await?;
     // Every tenant's rows: read by the backup role (BYPASSRLS), see the module documentation.
     let (reader, libpq) = match &config.backup.database_url {
-        Some(url) => (Some(reader_pool(url, config).await?), LibpqEnv::from_url(url)?),
+        Some(url) => (
+            Some(reader_pool(url, config).await?),
+            LibpqEnv::from_url(url)?,
+        ),
         None => (None, LibpqEnv::from_url(&config.database.url)?),
     };
     let reading = reader.as_ref().unwrap_or(pool);

@@ -83,7 +83,8 @@ pub fn command(loaded: &Loaded<AppConfig>, args: &ExportArgs) -> u8 {
         let pool = super::connect(&loaded.config.database).await?;
         let result = async {
             db::check_stamp(&pool, environment).await?;
-            let tenant = super::tenant_argument(args.tenant.as_deref(), &loaded.config, "--tenant")?;
+            let tenant =
+                super::tenant_argument(args.tenant.as_deref(), &loaded.config, "--tenant")?;
             let stdout = std::io::stdout().lock();
             let mut out = std::io::BufWriter::new(stdout);
             export(
@@ -104,7 +105,9 @@ pub fn command(loaded: &Loaded<AppConfig>, args: &ExportArgs) -> u8 {
         Ok((turns, insights)) => {
             eprintln!(
                 "exported {turns} turn(s) and {insights} insight(s) of tenant {} from {environment}",
-                args.tenant.as_deref().unwrap_or(&loaded.config.memory.tenant)
+                args.tenant
+                    .as_deref()
+                    .unwrap_or(&loaded.config.memory.tenant)
             );
             exit::OK
         }

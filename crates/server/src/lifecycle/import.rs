@@ -15,8 +15,8 @@ use sqlx::{PgConnection, PgPool};
 
 use super::export::{EXPORT_FORMAT, EXPORT_VERSION, Line};
 use super::{LifecycleError, report, runtime};
-use crate::config::AppConfig;
 use crate::cli::ImportArgs;
+use crate::config::AppConfig;
 use crate::exit;
 use crate::memory::begin_for_tenant;
 use crate::tenancy::{DEFAULT_TENANT, Tenant};

@@ -229,9 +229,7 @@ async fn count_every_tenant(
                 .map_err(LifecycleError::query(context))?,
         };
         for table in ["l0_raw", "l2_insights"] {
-            let n: i64 = row
-                .try_get(table)
-                .map_err(LifecycleError::query(context))?;
+            let n: i64 = row.try_get(table).map_err(LifecycleError::query(context))?;
             *counts.entry(table).or_insert(0) += n;
         }
     }

@@ -29,9 +29,9 @@ pub use params::{
     StoredInsight, StoredTurn, Turn,
 };
 pub use postings::SearchPathCounts;
+pub(crate) use scope::{begin as begin_for_tenant, begin_statement};
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
-pub(crate) use scope::{begin as begin_for_tenant, begin_statement};
 pub(crate) use store::UNLINK;
 
 /// Longest session id, in characters (the schema's `CHECK` says the same).

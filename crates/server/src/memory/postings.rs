@@ -235,7 +235,9 @@ impl MemoryStore {
                     }
                     continue;
                 }
-                let ranked = self.exact_ranks(tenant, layer, &query.tsquery, &batch, now).await?;
+                let ranked = self
+                    .exact_ranks(tenant, layer, &query.tsquery, &batch, now)
+                    .await?;
                 for id in &batch {
                     exact.insert(*id, None);
                 }

@@ -186,15 +186,31 @@ impl MemoryStore {
             if layer == Layer::Insights {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(tenant, ItemLayer::Raw, &p.query, session, or_query, limit, now)
-                .await
+            self.best_of_layer(
+                tenant,
+                ItemLayer::Raw,
+                &p.query,
+                session,
+                or_query,
+                limit,
+                now,
+            )
+            .await
         };
         let insights = async {
             if layer == Layer::Raw {
                 return Ok(Vec::new());
             }
-            self.best_of_layer(tenant, ItemLayer::Insight, &p.query, None, or_query, limit, now)
-                .await
+            self.best_of_layer(
+                tenant,
+                ItemLayer::Insight,
+                &p.query,
+                None,
+                or_query,
+                limit,
+                now,
+            )
+            .await
         };
         let (raw, insights) = tokio::try_join!(raw, insights)?;
         let mut ranked = raw;
@@ -225,7 +241,9 @@ impl MemoryStore {
     ) -> Result<Vec<Ranked>, MemoryError> {
         if let Some(or_query) = or_query
             && session.is_none()
-            && let Some(best) = self.best_by_postings(tenant, layer, or_query, limit, now).await?
+            && let Some(best) = self
+                .best_by_postings(tenant, layer, or_query, limit, now)
+                .await?
         {
             self.search_paths().count_postings();
             return Ok(best);
@@ -235,7 +253,8 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(tenant, sql, layer, query, limit, extra, now).await
+        self.ranked_rows(tenant, sql, layer, query, limit, extra, now)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -10,13 +10,13 @@ use sqlx::{PgPool, Row};
 
 use super::params::{ForgetTarget, resolve_limit};
 use super::postings::{SearchPathCounts, SearchPaths};
+use super::scope;
 use super::search::SearchSettings;
 use super::{
     Forget, ForgetReport, GetSession, Insight, ItemLayer, ItemRef, MemoryError, MemoryLimits,
     SessionPage, Speaker, StoreInsight, StoreRawDialogue, StoreStatus, StoredInsight, StoredTurn,
     Turn,
 };
-use super::scope;
 use crate::telemetry::{connection, statement};
 use crate::tenancy::Tenant;
 
