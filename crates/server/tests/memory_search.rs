@@ -2,10 +2,6 @@
 //! per test): ranking over the whole history in both layers and in a session, word forms in
 //! English and German with exact forms first, and the search settings.
 
-/// The tenant these tests store and read as (row-level security, migration V7).
-static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
-    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
-
 use cognitive_memory_mcp::memory::{
     Hit, ItemLayer, Layer, MemoryLimits, MemoryStore, SearchMemory, SearchSettings, Speaker,
     StoreInsight, StoreRawDialogue,
@@ -13,6 +9,10 @@ use cognitive_memory_mcp::memory::{
 use pg_harness::{TestCluster, TestDatabase};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
 
 const LIMITS: MemoryLimits = MemoryLimits {
     max_content_bytes: 4096,

@@ -1,10 +1,6 @@
 //! The memory store against a real PostgreSQL: one throwaway cluster (pg-harness) for the whole
 //! binary, a fresh, migrated database per test.
 
-/// The tenant these tests store and read as (row-level security, migration V7).
-static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
-    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -16,6 +12,10 @@ use pg_harness::{TestCluster, TestDatabase};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
 
 /// Appears in submitted values that must never be echoed by an error.
 const CANARY: &str = "CANARY-s3cr3t-7d1f";

@@ -4,10 +4,6 @@
 //! ranking settings, after deletes and updates; the postings path is really taken; and the
 //! triggers keep `search_postings` equal to the postings of the stored rows.
 
-/// The tenant these tests store and read as (row-level security, migration V7).
-static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
-    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
-
 use cognitive_memory_mcp::memory::{
     Forget, Hit, ItemLayer, ItemRef, Layer, MemoryLimits, MemoryStore, SearchMemory,
     SearchSettings, Speaker, StoreInsight, StoreRawDialogue,
@@ -15,6 +11,10 @@ use cognitive_memory_mcp::memory::{
 use pg_harness::{TestCluster, TestDatabase};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
 
 const LIMITS: MemoryLimits = MemoryLimits {
     max_content_bytes: 8192,

@@ -9,10 +9,6 @@
 //! - a memory that uses another form of the query's word (English and German inflections);
 //! - unrelated filler turns in between.
 
-/// The tenant these tests store and read as (row-level security, migration V7).
-static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
-    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
-
 use anyhow::{Context, Result};
 use cognitive_memory_mcp::memory::{
     ItemLayer, Layer, MemoryLimits, MemoryStore, SearchMemory, SearchSettings,
@@ -21,6 +17,10 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use super::words::{Rng, Vocabulary};
+
+/// The tenant the corpus is stored and searched as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
 
 /// Newer memories mentioning a target's word in passing.
 const DISTRACTORS: usize = 300;
