@@ -1177,6 +1177,8 @@ async fn the_last_good_backup_and_retention_purges_are_metrics() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", &database.url)
+        // Backups read every tenant through a role that bypasses row-level security (V7).
+        .env("COGMEM__BACKUP__DATABASE_URL", &database.admin_url)
         .env("MCP_AUTH_TOKEN", TOKEN)
         .args(["--env", "test", "--config-root"])
         .arg(root.path())
