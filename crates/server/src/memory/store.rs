@@ -61,13 +61,15 @@ const INSERT_INSIGHT: &str = concat!(
 );
 
 /// The newest `$3` turns of session `$1` below id `$2`, newest first (read through the
-/// `(session_id, id)` index backwards).
+/// `(tenant, session_id, id)` index backwards). Statements that read through an index leading
+/// with the tenant repeat the row-level security policy's condition, so the index serves them
+/// whatever the policies.
 const SESSION_PAGE: &str = concat!(
     "SELECT id, speaker, content, metadata::text AS metadata, ",
     rfc3339!("created_at"),
     " AS created_at
      FROM l0_raw
-     WHERE session_id = $1 AND id < $2
+     WHERE tenant = current_setting('app.tenant', true) AND session_id = $1 AND id < $2
      ORDER BY id DESC
      LIMIT $3"
 );
@@ -90,7 +92,10 @@ macro_rules! delete_in_order {
     };
 }
 
-const DELETE_SESSION: &str = delete_in_order!("l0_raw", "session_id = $1");
+const DELETE_SESSION: &str = delete_in_order!(
+    "l0_raw",
+    "tenant = current_setting('app.tenant', true) AND session_id = $1"
+);
 const DELETE_RAW: &str = delete_in_order!("l0_raw", "id = ANY($1::bigint[])");
 const DELETE_INSIGHTS: &str = delete_in_order!("l2_insights", "id = ANY($1::bigint[])");
 
@@ -135,6 +140,7 @@ const RECENT_INSIGHTS: &str = concat!(
     rfc3339!("created_at"),
     " AS created_at
      FROM l2_insights
+     WHERE tenant = current_setting('app.tenant', true)
      ORDER BY id DESC
      LIMIT $1"
 );
