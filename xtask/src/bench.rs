@@ -555,6 +555,7 @@ async fn measure_rls_only(
         turns: profile.turns,
         insights: profile.insights,
         searches: profile.search_per_kind,
+        leakproof: true,
     };
     let figures = rls::overhead(binary, root, cluster, &vocabulary, plan).await?;
     Ok(Report {
@@ -564,7 +565,7 @@ async fn measure_rls_only(
         date: now_utc(),
         figures,
         notes: vec![format!(
-            "{rounds} ABBA round(s) of {:.0} s runs per server and tool, after {:.1} s warm-up;              two databases seeded alike with {} turns, one as migrated (row-level security              forced), one with it disabled; both servers set app.tenant per operation. The              search operators are not LEAKPROOF here (the cluster's test role is no superuser).",
+            "{rounds} ABBA round(s) of {:.0} s runs per server and tool, after {:.1} s warm-up;              two databases seeded alike with {} turns, one as migrated (row-level security              forced), one with it disabled; both servers set app.tenant per operation. The              search operators declared LEAKPROOF by the cluster's superuser, as setup-db does.",
             profile.load_duration.as_secs_f64(),
             profile.load_warmup.as_secs_f64(),
             profile.turns
