@@ -23,6 +23,7 @@ pub(crate) mod load;
 mod relevance;
 mod replicas;
 pub(crate) mod report;
+mod rls;
 mod seed;
 pub(crate) mod server;
 pub(crate) mod stats;
@@ -92,6 +93,11 @@ pub struct BenchOptions {
     /// this process, with the CPU each part used. Not with `--write-doc` or `--http-only`.
     #[arg(long, conflicts_with_all = ["write_doc", "http_only", "fsync_off_row", "telemetry_only"])]
     pub replicas: bool,
+    /// Only the row-level security overhead: store_raw_dialogue and search_memory at 32 clients
+    /// against a seeded database with the tenant policies (migration V7) and a copy with
+    /// row-level security disabled, interleaved (ABBA). Not with `--write-doc`.
+    #[arg(long, conflicts_with_all = ["write_doc", "http_only", "replicas", "telemetry_only"])]
+    pub rls_only: bool,
     /// Measure this server binary instead of building the release binary (for tests).
     #[arg(long, hide = true)]
     pub binary: Option<PathBuf>,
@@ -131,6 +137,9 @@ impl BenchOptions {
         }
         if self.fsync_off_row {
             command.push_str(" --fsync-off-row");
+        }
+        if self.rls_only {
+            command.push_str(" --rls-only");
         }
         if self.replicas {
             command.push_str(" --replicas");
@@ -229,6 +238,8 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         runtime.block_on(measure_telemetry_only(
             root, &binary, &cluster, &profile, options,
         ))?
+    } else if options.rls_only {
+        runtime.block_on(measure_rls_only(root, &binary, &cluster, &profile, options))?
     } else if options.replicas {
         runtime.block_on(measure_replicas(root, &binary, &cluster, &profile, options))?
     } else {
@@ -548,6 +559,41 @@ async fn telemetry_overhead(
     telemetry::overhead(binary, root, cluster, vocabulary, plan).await
 }
 
+/// `--rls-only`: the row-level security overhead figures alone.
+async fn measure_rls_only(
+    root: &Path,
+    binary: &Path,
+    cluster: &TestCluster,
+    profile: &Profile,
+    options: &BenchOptions,
+) -> Result<Report> {
+    let vocabulary = Arc::new(Vocabulary::new(VOCABULARY));
+    let rounds = profile.telemetry_rounds.max(2);
+    let plan = rls::Plan {
+        rounds,
+        warmup: profile.load_warmup,
+        duration: profile.load_duration,
+        turns: profile.turns,
+        insights: profile.insights,
+        searches: profile.search_per_kind,
+        leakproof: true,
+    };
+    let figures = rls::overhead(binary, root, cluster, &vocabulary, plan).await?;
+    Ok(Report {
+        command: options.command(),
+        mode: profile.name,
+        machine: Machine::describe(server_version(cluster).await?),
+        date: now_utc(),
+        figures,
+        notes: vec![format!(
+            "{rounds} ABBA round(s) of {:.0} s runs per server and tool, after {:.1} s warm-up;              two databases seeded alike with {} turns, one as migrated (row-level security              forced), one with it disabled; both servers set app.tenant per operation. The              search operators declared LEAKPROOF by the cluster's superuser, as setup-db does.",
+            profile.load_duration.as_secs_f64(),
+            profile.load_warmup.as_secs_f64(),
+            profile.turns
+        )],
+    })
+}
+
 /// `--telemetry-only`: the overhead figure alone.
 async fn measure_telemetry_only(
     root: &Path,
@@ -584,6 +630,19 @@ async fn backup_and_restore(launcher: &mut Launcher, cluster: &TestCluster) -> R
         .tempdir()
         .context("create the backup directory")?;
     let to = dir.path().to_string_lossy().into_owned();
+    // Backups read every tenant through a role that bypasses row-level security (V7): the
+    // throwaway cluster's superuser on the same database.
+    let database = launcher
+        .database_url
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap_or("postgres")
+        .to_owned();
+    launcher.env.push((
+        "COGMEM__BACKUP__DATABASE_URL".to_owned(),
+        cluster.admin_url(&database),
+    ));
     let (mut backup, log) = launcher.command(&["backup", "--to", &to])?;
     let started = Instant::now();
     let output = backup.output().context("run backup")?;

@@ -154,6 +154,16 @@ async fn setup(
     if let MigrationReport::Applied(applied) = &report {
         changes.push(format!("applied {} migration(s)", applied.len()));
     }
+    // Row-level security (V7): the search operators LEAKPROOF, so the GIN indexes serve searches
+    // under the tenant policies; a catalog change only a superuser may make (docs/tenancy.md).
+    let leakproof = db::declare_search_leakproof(&admin, database)
+        .await
+        .with_context(|| format!("declare the search operators LEAKPROOF in {database}"))?;
+    println!("tenancy: {leakproof}");
+    if leakproof == db::LeakproofOutcome::Declared {
+        changes.push("declared the search operators LEAKPROOF".to_owned());
+    }
+    println!("tenancy: {}", db::tenancy_state(&pool).await?);
 
     if password_known {
         let line = format!("DATABASE_URL={}", role_url.expose_secret());

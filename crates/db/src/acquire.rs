@@ -73,6 +73,16 @@ pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx
     Transaction::begin(acquire(pool).await?, None).await
 }
 
+/// A transaction begun by `statement` (one simple-query exchange, e.g. `BEGIN; SELECT
+/// set_config(..)`), on a connection from [`acquire`]. sqlx checks that it left a transaction
+/// open.
+pub async fn begin_with(
+    pool: &PgPool,
+    statement: sqlx::SqlStr,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    Transaction::begin(acquire(pool).await?, Some(statement)).await
+}
+
 /// SQLSTATE 28P01 (invalid_password): what PostgreSQL answers to an outdated password.
 fn is_refused_password(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("28P01"))

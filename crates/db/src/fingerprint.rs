@@ -18,6 +18,8 @@ pub enum ObjectKind {
     Column,
     Constraint,
     Index,
+    /// A row-level security policy (migration V7).
+    Policy,
 }
 
 impl ObjectKind {
@@ -27,6 +29,7 @@ impl ObjectKind {
             ObjectKind::Column => "column",
             ObjectKind::Constraint => "constraint",
             ObjectKind::Index => "index",
+            ObjectKind::Policy => "policy",
         }
     }
 }
@@ -50,7 +53,7 @@ impl CatalogEntry {
         match self.kind {
             ObjectKind::Table => format!("table {}", self.table),
             ObjectKind::Column => format!("column {}.{}", self.table, self.name),
-            ObjectKind::Constraint | ObjectKind::Index => {
+            ObjectKind::Constraint | ObjectKind::Index | ObjectKind::Policy => {
                 format!("{} {} on {}", self.kind.as_str(), self.name, self.table)
             }
         }
@@ -223,7 +226,10 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
     let mut catalog = Vec::new();
 
     let tables: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT c.relname::text, CASE c.relkind WHEN 'p' THEN 'partitioned table' ELSE 'table' END
+        "SELECT c.relname::text,
+                CASE c.relkind WHEN 'p' THEN 'partitioned table' ELSE 'table' END
+                || CASE WHEN c.relrowsecurity THEN ', row security' ELSE '' END
+                || CASE WHEN c.relforcerowsecurity THEN ', forced' ELSE '' END
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE {OUR_TABLES}"
     )))
@@ -279,9 +285,22 @@ async fn read_catalog(conn: &mut PgConnection) -> Result<Vec<CatalogEntry>, DbEr
          JOIN pg_class i ON i.oid = x.indexrelid
          JOIN pg_class c ON c.oid = x.indrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace";
+    // Command, roles, permissive or restrictive, and the two conditions.
+    let policies = "SELECT c.relname::text, p.polname::text,
+                concat_ws(' ', 'for', CASE p.polcmd WHEN 'r' THEN 'select' WHEN 'a' THEN 'insert'
+                    WHEN 'w' THEN 'update' WHEN 'd' THEN 'delete' ELSE 'all' END,
+                    CASE WHEN p.polpermissive THEN 'permissive' ELSE 'restrictive' END,
+                    'to', (SELECT string_agg(CASE r WHEN 0 THEN 'public' ELSE pg_get_userbyid(r)::text END, ',' ORDER BY 1)
+                           FROM unnest(p.polroles) AS r),
+                    'using (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                    'with check (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
+         FROM pg_policy p
+         JOIN pg_class c ON c.oid = p.polrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace";
     for (select, kind) in [
         (constraints, ObjectKind::Constraint),
         (indexes, ObjectKind::Index),
+        (policies, ObjectKind::Policy),
     ] {
         let rows: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "{select}\n         WHERE {OUR_TABLES}"

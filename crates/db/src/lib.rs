@@ -41,8 +41,9 @@ mod redact;
 mod role;
 mod scram;
 mod stamp;
+mod tenancy;
 
-pub use acquire::{acquire, begin};
+pub use acquire::{acquire, begin, begin_with};
 pub use config::{DatabaseConfig, PoolConfig};
 pub use connect::{ConnectProgress, connect, connect_direct, switch_credentials};
 pub use error::DbError;
@@ -57,3 +58,7 @@ pub use provision::{
 };
 pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};
+pub use tenancy::{
+    LEAKPROOF_SEARCH_FUNCTIONS, LeakproofOutcome, TENANT_TABLES, TenancyState,
+    declare_search_leakproof, tenancy_state,
+};

@@ -142,7 +142,51 @@ pub(crate) async fn read_stamp(conn: &mut PgConnection) -> Result<Option<Stamp>,
     .transpose()
 }
 
+/// Whether any memory row exists. Under the row-level security of migration V7 a statement sees
+/// only the rows of the tenant `app.tenant` names, so each tenant listed in `memory_tenants` is
+/// looked at in turn (the session's setting is restored afterwards).
 async fn holds_memories(conn: &mut PgConnection) -> Result<bool, DbError> {
+    let mut tenants: Vec<Option<String>> = vec![None];
+    if table_exists(conn, "memory_tenants").await? {
+        let names: Vec<String> = sqlx::query_scalar("SELECT tenant FROM memory_tenants")
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(DbError::query("list the tenants"))?;
+        tenants.extend(names.into_iter().map(Some));
+    }
+    let before: Option<String> = sqlx::query_scalar("SELECT current_setting('app.tenant', true)")
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(DbError::query("read app.tenant"))?;
+    let mut found = false;
+    for tenant in &tenants {
+        if let Some(tenant) = tenant {
+            set_tenant(conn, tenant).await?;
+        }
+        if any_rows(conn).await? {
+            found = true;
+            break;
+        }
+    }
+    if tenants.len() > 1 {
+        set_tenant(conn, before.as_deref().unwrap_or("")).await?;
+    }
+    Ok(found)
+}
+
+async fn set_tenant(conn: &mut PgConnection, tenant: &str) -> Result<(), DbError> {
+    sqlx::query("SELECT set_config('app.tenant', $1, false)")
+        .bind(tenant)
+        .persistent(false)
+        .execute(&mut *conn)
+        .await
+        .map_err(DbError::query("set app.tenant"))?;
+    Ok(())
+}
+
+async fn any_rows(conn: &mut PgConnection) -> Result<bool, DbError> {
     for table in MEMORY_TABLES {
         if table_exists(conn, table).await? {
             // `table` is one of our constant names.

@@ -43,3 +43,11 @@ pub use test_cluster::{Durability, TestCluster, TestDatabase};
 
 /// The superuser every harness cluster is initialised with.
 pub const SUPERUSER: &str = "postgres";
+
+/// `url` with `app.tenant` set for every session it opens (libpq `options=-c app.tenant=…`), so
+/// plain SQL on the memory tables sees and writes `tenant`'s rows under their row-level
+/// security (migration V7). `tenant` must be a valid tenant name (no spaces or quotes).
+pub fn url_with_tenant(url: &str, tenant: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20app.tenant%3D{tenant}")
+}

@@ -101,8 +101,10 @@ pub enum Command {
     /// between them), for `import` into another environment or installation.
     Export(ExportArgs),
     /// Read an export from stdin into the environment's database: new ids, links preserved,
-    /// all or nothing, and importing the same file again adds nothing.
-    Import,
+    /// all or nothing, and importing the same file again adds nothing. The memories go to one
+    /// tenant (--tenant, default memory.tenant); a file exported from another tenant is refused
+    /// unless --from-tenant names it.
+    Import(ImportArgs),
     /// Ask a running server whether it is alive (GET /health) or ready (--ready: GET /ready,
     /// database reachable, stamped and migrated), for container health checks: no curl or shell
     /// needed. Prints one line; exit 0 on a 2xx answer, 1 on anything else (refused, timed out,
@@ -189,6 +191,20 @@ pub struct ExportArgs {
     /// Only memories created at or after T (e.g. 2026-11-01 or 2026-11-01T08:00:00Z).
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
+    /// The tenant whose memories are exported (one tenant per file); default memory.tenant.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// The tenant the memories are imported into; default memory.tenant.
+    #[arg(long, value_name = "NAME")]
+    pub tenant: Option<String>,
+    /// Import a file exported from tenant NAME into another tenant on purpose (without it, a
+    /// file of another tenant is refused before anything is imported).
+    #[arg(long, value_name = "NAME")]
+    pub from_tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

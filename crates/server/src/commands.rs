@@ -28,7 +28,9 @@ pub fn run(cli: &Cli, env: &EnvSnapshot) -> u8 {
         Command::Export(args) => {
             with_config(cli, env, |loaded| lifecycle::export::command(loaded, args))
         }
-        Command::Import => with_config(cli, env, lifecycle::import::command),
+        Command::Import(args) => {
+            with_config(cli, env, |loaded| lifecycle::import::command(loaded, args))
+        }
         Command::Health(args) => crate::probe::run(cli, args, env),
         Command::Auth(crate::cli::AuthCommand::NewKey(args)) => new_key(args),
     }

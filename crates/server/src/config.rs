@@ -225,6 +225,11 @@ pub struct LoggingConfig {
 #[derive(Debug, Config)]
 #[config(validate = validate_memory)]
 pub struct MemoryConfig {
+    /// The tenant whose memories this server reads and writes where no authenticated principal
+    /// names one (stdio; docs/tenancy.md), and the default of `export --tenant` and
+    /// `import --tenant`: 1–63 lowercase letters, digits, `_`, `-`, `.`.
+    #[config(default = "default")]
+    pub tenant: String,
     /// Largest accepted memory content in bytes.
     #[config(default = "65536")]
     pub max_content_bytes: usize,
@@ -253,6 +258,13 @@ pub struct WriteBatchConfig {
     /// Writer tasks, each writing one batch at a time on a pooled connection of its own, 1 to 16 (keep it below database.pool.max_connections).
     #[config(default = "2")]
     pub writers: usize,
+}
+
+impl MemoryConfig {
+    /// `memory.tenant`, validated by the configuration (an invalid name never loads).
+    pub fn tenant(&self) -> crate::tenancy::Tenant {
+        crate::tenancy::Tenant::new(self.tenant.as_str()).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Config)]
@@ -295,6 +307,13 @@ pub struct BackupConfig {
     /// Hours after which `doctor` reports the last good backup as overdue.
     #[config(default = "26")]
     pub max_age_hours: u32,
+    /// Connection URL of a role that reads every tenant's rows (BYPASSRLS, or a superuser), for
+    /// `pg_dump` and the backup's row counts: under the row-level security of the memory tables
+    /// the login role sees one tenant at a time, and `pg_dump` refuses such tables
+    /// (docs/tenancy.md, "Backups"). Unset: `database.url`, which works only for a role that
+    /// bypasses row-level security.
+    #[config(redact = "url")]
+    pub database_url: Option<SecretString>,
 }
 
 #[derive(Debug, Config)]
@@ -487,6 +506,9 @@ fn validate_logging(logging: &LoggingConfig, v: &mut Validator<'_>) {
 }
 
 fn validate_memory(memory: &MemoryConfig, v: &mut Validator<'_>) {
+    if let Err(err) = crate::tenancy::Tenant::new(memory.tenant.as_str()) {
+        v.error("tenant", err.to_string());
+    }
     let search = &memory.search;
     if search.max_limit == 0 || search.default_limit == 0 || search.default_limit > search.max_limit
     {

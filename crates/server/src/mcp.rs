@@ -62,13 +62,19 @@ const RECENT_INSIGHTS: u32 = 20;
 /// What `memory_status` and `memory://status` report. Never credentials.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MemoryStatus {
-    /// Whose memories this caller reads and writes.
+    /// Whose memories this caller reads and writes; the counts below are this tenant's.
     pub tenant: String,
     /// Who the caller is, as authentication established it (`token`, `key:<name>`,
     /// `jwt:<sub>`, `stdio`, `anonymous@<address>`).
     pub principal: String,
     /// The scopes the caller holds.
     pub scopes: Vec<String>,
+    /// Whether PostgreSQL's row-level security binds the memory tables (no statement sees
+    /// another tenant's rows).
+    pub row_level_security: bool,
+    /// Whether the full-text indexes serve searches under row-level security (the search
+    /// operators are LEAKPROOF; docs/tenancy.md).
+    pub search_indexes_under_rls: bool,
     /// The environment this server runs as (development, test, staging, production).
     pub environment: String,
     /// Name of the PostgreSQL database holding the memories.
@@ -122,54 +128,81 @@ impl MemoryServer {
     )]
     async fn store_raw_dialogue(
         &self,
+        Extension(principal): Extension<Principal>,
         Parameters(params): Parameters<StoreRawDialogue>,
     ) -> CallToolResult {
-        respond(self.app.store.store_raw(params).await, |turn| {
-            format!("stored turn {} in session {}", turn.id, turn.session_id)
-        })
+        respond(
+            self.app.store.store_raw(principal.tenant(), params).await,
+            |turn| format!("stored turn {} in session {}", turn.id, turn.session_id),
+        )
     }
 
     #[tool(
         description = "Store a distilled insight (layer L2): a durable fact, preference or decision, optionally citing the raw turns (source_ids) it came from.",
         output_schema = schema_for_output::<StoredInsight>()
     )]
-    async fn store_insight(&self, Parameters(params): Parameters<StoreInsight>) -> CallToolResult {
-        respond(self.app.store.store_insight(params).await, |insight| {
-            format!("stored insight {}", insight.id)
-        })
+    async fn store_insight(
+        &self,
+        Extension(principal): Extension<Principal>,
+        Parameters(params): Parameters<StoreInsight>,
+    ) -> CallToolResult {
+        respond(
+            self.app
+                .store
+                .store_insight(principal.tenant(), params)
+                .await,
+            |insight| format!("stored insight {}", insight.id),
+        )
     }
 
     #[tool(
         description = SEARCH_TOOL_DESCRIPTION,
         output_schema = schema_for_output::<SearchResults>()
     )]
-    async fn search_memory(&self, Parameters(params): Parameters<SearchMemory>) -> CallToolResult {
-        respond(self.app.store.search(params).await, |results| {
-            format!("{} hit(s)", results.hits.len())
-        })
+    async fn search_memory(
+        &self,
+        Extension(principal): Extension<Principal>,
+        Parameters(params): Parameters<SearchMemory>,
+    ) -> CallToolResult {
+        respond(
+            self.app.store.search(principal.tenant(), params).await,
+            |results| format!("{} hit(s)", results.hits.len()),
+        )
     }
 
     #[tool(
         description = "The turns of one session in chronological order, newest page first; pass next_before_id as before_id for older turns.",
         output_schema = schema_for_output::<SessionPage>()
     )]
-    async fn get_session(&self, Parameters(params): Parameters<GetSession>) -> CallToolResult {
-        respond(self.app.store.get_session(params).await, |page| {
-            format!("{} turn(s)", page.turns.len())
-        })
+    async fn get_session(
+        &self,
+        Extension(principal): Extension<Principal>,
+        Parameters(params): Parameters<GetSession>,
+    ) -> CallToolResult {
+        respond(
+            self.app.store.get_session(principal.tenant(), params).await,
+            |page| format!("{} turn(s)", page.turns.len()),
+        )
     }
 
     #[tool(
         description = "Erase memories (right to erasure): a whole session, or listed items. Insights that cited erased turns lose those references.",
         output_schema = schema_for_output::<ForgetReport>()
     )]
-    async fn forget(&self, Parameters(params): Parameters<Forget>) -> CallToolResult {
-        respond(self.app.store.forget(params).await, |report| {
-            format!(
-                "deleted {} turn(s) and {} insight(s); {} insight(s) lost references",
-                report.raw_deleted, report.insights_deleted, report.insights_unlinked
-            )
-        })
+    async fn forget(
+        &self,
+        Extension(principal): Extension<Principal>,
+        Parameters(params): Parameters<Forget>,
+    ) -> CallToolResult {
+        respond(
+            self.app.store.forget(principal.tenant(), params).await,
+            |report| {
+                format!(
+                    "deleted {} turn(s) and {} insight(s); {} insight(s) lost references",
+                    report.raw_deleted, report.insights_deleted, report.insights_unlinked
+                )
+            },
+        )
     }
 
     #[tool(
@@ -179,8 +212,12 @@ impl MemoryServer {
     async fn memory_status(&self, Extension(principal): Extension<Principal>) -> CallToolResult {
         respond(self.status(&principal).await, |status| {
             format!(
-                "{} environment, database {}: {} turn(s), {} insight(s)",
-                status.environment, status.database, status.raw_turns, status.insights
+                "{} environment, database {}, tenant {}: {} turn(s), {} insight(s)",
+                status.environment,
+                status.database,
+                status.tenant,
+                status.raw_turns,
+                status.insights
             )
         })
     }
@@ -203,11 +240,11 @@ impl MemoryServer {
     }
 
     async fn status(&self, principal: &Principal) -> Result<MemoryStatus, MemoryError> {
-        let store = self.app.store.status().await?;
+        let store = self.app.store.status(principal.tenant()).await?;
         let lifecycle = crate::lifecycle::read_status(self.app.store.pool()).await?;
         let search = self.app.store.search_status();
         Ok(MemoryStatus {
-            tenant: principal.tenant().to_string(),
+            tenant: store.tenant,
             principal: principal.name().to_owned(),
             scopes: principal
                 .scopes()
@@ -215,6 +252,8 @@ impl MemoryServer {
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
+            row_level_security: store.row_level_security,
+            search_indexes_under_rls: store.search_indexes_under_rls,
             environment: self.app.environment.as_str().to_owned(),
             database: store.database,
             schema_version: store.schema_version,
@@ -253,7 +292,7 @@ impl MemoryServer {
         } else if uri == RECENT_INSIGHTS_URI {
             self.app
                 .store
-                .recent_insights(RECENT_INSIGHTS)
+                .recent_insights(principal.tenant(), RECENT_INSIGHTS)
                 .await
                 .map(to_json)
         } else if let Some(session_id) = uri.strip_prefix(SESSION_URI_PREFIX) {
@@ -262,11 +301,14 @@ impl MemoryServer {
             })?;
             self.app
                 .store
-                .get_session(GetSession {
-                    session_id,
-                    limit: None,
-                    before_id: None,
-                })
+                .get_session(
+                    principal.tenant(),
+                    GetSession {
+                        session_id,
+                        limit: None,
+                        before_id: None,
+                    },
+                )
                 .await
                 .map(to_json)
         } else {

@@ -143,6 +143,14 @@ async fn doctor_reports_the_role_attributes() {
     let clean = doctor(root.path());
     assert_eq!(clean["status"], "pass", "{clean}");
     assert!(clean["reason"].as_str().unwrap().contains(&owner));
+    // What tenancy put in place (V7): the policies bind the memory tables.
+    assert!(
+        clean["reason"]
+            .as_str()
+            .unwrap()
+            .contains("row-level security forced on l0_raw, l2_insights, search_postings"),
+        "{clean}"
+    );
     alter(
         &database.admin_url,
         &format!("ALTER ROLE {owner} SUPERUSER CREATEROLE"),

@@ -29,6 +29,16 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 
 /// Runs the binary as an operator would, with only PATH and the given variables.
+/// The superuser URL of the database `url` names (see `cli_with_input`).
+fn backup_url_for(url: &str) -> String {
+    let database = url
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap_or("postgres");
+    TestCluster::shared().admin_url(database)
+}
+
 fn cli(root: &Path, environment: &str, url: &str, args: &[&str], extra: &[(&str, &str)]) -> Run {
     cli_with_input(root, environment, url, args, extra, None)
 }
@@ -51,6 +61,9 @@ fn cli_with_input(
         .env("DATABASE_URL", url)
         .env("MCP_AUTH_TOKEN", TOKEN)
         .env("USER", "drill-operator")
+        // Backups read every tenant through a role that bypasses row-level security (V7): here
+        // the cluster's superuser on the same database.
+        .env("COGMEM__BACKUP__DATABASE_URL", backup_url_for(url))
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {
@@ -98,14 +111,25 @@ impl Run {
 async fn pool(url: &str) -> PgPool {
     PgPoolOptions::new()
         .max_connections(8)
-        .connect(url)
+        // Plain SQL on the memory tables runs as tenant `default` (row-level security, V7).
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .unwrap()
 }
 
 /// `turns` turns in sessions of 100 and `insights` insights citing up to 3 of them, by COPY.
 async fn seed(url: &str, turns: usize, insights: usize) {
-    let mut conn = PgConnection::connect(url).await.unwrap();
+    let mut conn = PgConnection::connect(&pg_harness::url_with_tenant(url, "default"))
+        .await
+        .unwrap();
+    // PostgreSQL refuses COPY FROM into a table under row-level security (V7): the owner lifts
+    // it for the load (rows are tenant `default`, the session's setting) and restores it below.
+    sqlx::raw_sql(
+        "ALTER TABLE l0_raw DISABLE ROW LEVEL SECURITY; ALTER TABLE l2_insights DISABLE ROW LEVEL SECURITY",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
     let mut copy = conn
         .copy_in_raw("COPY l0_raw (session_id, speaker, content, metadata) FROM STDIN")
         .await
@@ -153,6 +177,12 @@ async fn seed(url: &str, turns: usize, insights: usize) {
     }
     copy.send(buffer.as_bytes()).await.unwrap();
     copy.finish().await.unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE l0_raw ENABLE ROW LEVEL SECURITY; ALTER TABLE l2_insights ENABLE ROW LEVEL SECURITY",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
     conn.close().await.unwrap();
 }
 
@@ -1073,7 +1103,10 @@ async fn retention_expires_old_turns_and_their_links_under_load_without_failed_c
         .unwrap();
 
     // Another "replica" holds the retention lock: this daemon must leave the purge to it.
-    let mut other_replica = PgConnection::connect(&database.url).await.unwrap();
+    let mut other_replica =
+        PgConnection::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+            .await
+            .unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(RETENTION_LOCK_KEY)
         .execute(&mut other_replica)

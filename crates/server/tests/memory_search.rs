@@ -10,6 +10,10 @@ use pg_harness::{TestCluster, TestDatabase};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 const LIMITS: MemoryLimits = MemoryLimits {
     max_content_bytes: 4096,
     default_limit: 5,
@@ -46,12 +50,15 @@ fn query(text: &str) -> SearchMemory {
 
 async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
     store
-        .store_raw(StoreRawDialogue {
-            session_id: session.to_owned(),
-            speaker: Speaker::User,
-            content: content.to_owned(),
-            metadata: None,
-        })
+        .store_raw(
+            &TENANT,
+            StoreRawDialogue {
+                session_id: session.to_owned(),
+                speaker: Speaker::User,
+                content: content.to_owned(),
+                metadata: None,
+            },
+        )
         .await
         .expect("store a turn")
         .id
@@ -59,19 +66,22 @@ async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
 
 async fn put_insight(store: &MemoryStore, content: &str, importance: f64) -> i64 {
     store
-        .store_insight(StoreInsight {
-            content: content.to_owned(),
-            source_ids: None,
-            tags: None,
-            importance: Some(importance),
-        })
+        .store_insight(
+            &TENANT,
+            StoreInsight {
+                content: content.to_owned(),
+                source_ids: None,
+                tags: None,
+                importance: Some(importance),
+            },
+        )
         .await
         .expect("store an insight")
         .id
 }
 
 async fn hits(store: &MemoryStore, search: SearchMemory) -> Vec<Hit> {
-    store.search(search).await.expect("search").hits
+    store.search(&TENANT, search).await.expect("search").hits
 }
 
 fn ids(hits: &[Hit]) -> Vec<(ItemLayer, i64)> {
@@ -259,6 +269,6 @@ async fn an_excluded_word_beside_a_stop_word_is_searched_and_only_exclusions_are
     assert_eq!(ids(&found), [(ItemLayer::Raw, wanted)], "{found:?}");
     let found = hits(&store, query("\"your garden\" -money")).await;
     assert_eq!(ids(&found), [(ItemLayer::Raw, wanted)], "{found:?}");
-    assert!(store.search(query("-money")).await.is_err());
-    assert!(store.search(query("-your -money")).await.is_err());
+    assert!(store.search(&TENANT, query("-money")).await.is_err());
+    assert!(store.search(&TENANT, query("-your -money")).await.is_err());
 }

@@ -13,6 +13,10 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 /// Appears in submitted values that must never be echoed by an error.
 const CANARY: &str = "CANARY-s3cr3t-7d1f";
 
@@ -29,7 +33,7 @@ async fn fresh() -> (TestDatabase, MemoryStore) {
         .expect("a fresh test database");
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(&db.url)
+        .connect(&pg_harness::url_with_tenant(&db.url, "default"))
         .await
         .expect("connect to the test database");
     db::migrate(&pool).await.expect("migrate");
@@ -73,7 +77,7 @@ fn session_page(session: &str, limit: Option<u32>, before_id: Option<i64>) -> Ge
 
 async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
     store
-        .store_raw(raw(session, Speaker::User, content))
+        .store_raw(&TENANT, raw(session, Speaker::User, content))
         .await
         .expect("store a raw turn")
         .id
@@ -81,7 +85,7 @@ async fn put(store: &MemoryStore, session: &str, content: &str) -> i64 {
 
 async fn put_insight(store: &MemoryStore, content: &str, source_ids: &[i64]) -> i64 {
     store
-        .store_insight(insight(content, source_ids))
+        .store_insight(&TENANT, insight(content, source_ids))
         .await
         .expect("store an insight")
         .id
@@ -89,7 +93,7 @@ async fn put_insight(store: &MemoryStore, content: &str, source_ids: &[i64]) -> 
 
 async fn ids_of(store: &MemoryStore, query: SearchMemory) -> Vec<(ItemLayer, i64)> {
     store
-        .search(query)
+        .search(&TENANT, query)
         .await
         .expect("search")
         .hits
@@ -152,24 +156,27 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     metadata.insert("model".into(), json!("m-1"));
     metadata.insert("nested".into(), json!({"n": [1, 2.5, null, true]}));
     let first = store
-        .store_raw(StoreRawDialogue {
-            session_id: "s-1".into(),
-            speaker: Speaker::User,
-            content: "Hello, my cat is called Mia".into(),
-            metadata: Some(metadata.clone()),
-        })
+        .store_raw(
+            &TENANT,
+            StoreRawDialogue {
+                session_id: "s-1".into(),
+                speaker: Speaker::User,
+                content: "Hello, my cat is called Mia".into(),
+                metadata: Some(metadata.clone()),
+            },
+        )
         .await
         .unwrap();
     let second = store
-        .store_raw(raw("s-1", Speaker::Assistant, "Nice to meet Mia"))
+        .store_raw(&TENANT, raw("s-1", Speaker::Assistant, "Nice to meet Mia"))
         .await
         .unwrap();
     let other = store
-        .store_raw(raw("s-2", Speaker::Tool, "unrelated"))
+        .store_raw(&TENANT, raw("s-2", Speaker::Tool, "unrelated"))
         .await
         .unwrap();
     let third = store
-        .store_raw(raw("s-1", Speaker::System, "  keep whitespace  "))
+        .store_raw(&TENANT, raw("s-1", Speaker::System, "  keep whitespace  "))
         .await
         .unwrap();
     assert_eq!(first.session_id, "s-1");
@@ -178,7 +185,7 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     assert!(first.created_at <= third.created_at);
 
     let page = store
-        .get_session(session_page("s-1", None, None))
+        .get_session(&TENANT, session_page("s-1", None, None))
         .await
         .unwrap();
     assert_eq!(page.session_id, "s-1");
@@ -201,7 +208,7 @@ async fn store_raw_returns_increasing_ids_and_get_session_reads_them_back() {
     assert!(page.turns[1].metadata.is_empty());
 
     let unknown = store
-        .get_session(session_page("no-such-session", None, None))
+        .get_session(&TENANT, session_page("no-such-session", None, None))
         .await
         .unwrap();
     assert!(unknown.turns.is_empty());
@@ -221,7 +228,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
     let mut before = None;
     loop {
         let page = store
-            .get_session(session_page("paged", Some(10), before))
+            .get_session(&TENANT, session_page("paged", Some(10), before))
             .await
             .unwrap();
         let page_ids: Vec<i64> = page.turns.iter().map(|t| t.id).collect();
@@ -241,7 +248,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
     assert_eq!(pages[1], ids[5..15].to_vec());
     assert_eq!(pages[2], ids[0..5].to_vec());
     let turn = store
-        .get_session(session_page("paged", Some(1), Some(ids[1])))
+        .get_session(&TENANT, session_page("paged", Some(1), Some(ids[1])))
         .await
         .unwrap();
     assert_eq!(turn.turns.len(), 1);
@@ -253,7 +260,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
 
     // Exactly `limit` turns left: no further page is announced.
     let exact = store
-        .get_session(session_page("paged", Some(5), Some(ids[5])))
+        .get_session(&TENANT, session_page("paged", Some(5), Some(ids[5])))
         .await
         .unwrap();
     assert_eq!(exact.turns.len(), 5);
@@ -261,7 +268,7 @@ async fn get_session_pages_backwards_without_gaps_or_duplicates() {
 
     // Default limit.
     let default = store
-        .get_session(session_page("paged", None, None))
+        .get_session(&TENANT, session_page("paged", None, None))
         .await
         .unwrap();
     assert_eq!(default.turns.len(), LIMITS.default_limit as usize);
@@ -274,42 +281,50 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     let long_session = format!("{CANARY}{}", "x".repeat(200));
     assert_invalid(
         store
-            .store_raw(raw(&long_session, Speaker::User, "fine"))
+            .store_raw(&TENANT, raw(&long_session, Speaker::User, "fine"))
             .await,
         "session_id",
     );
     assert_invalid(
-        store.store_raw(raw("", Speaker::User, "fine")).await,
-        "session_id",
-    );
-    assert_invalid(
-        store.store_raw(raw("   ", Speaker::User, "fine")).await,
+        store
+            .store_raw(&TENANT, raw("", Speaker::User, "fine"))
+            .await,
         "session_id",
     );
     assert_invalid(
         store
-            .store_raw(raw(&format!("{CANARY}\n"), Speaker::User, "fine"))
+            .store_raw(&TENANT, raw("   ", Speaker::User, "fine"))
+            .await,
+        "session_id",
+    );
+    assert_invalid(
+        store
+            .store_raw(&TENANT, raw(&format!("{CANARY}\n"), Speaker::User, "fine"))
             .await,
         "session_id",
     );
     // 200 characters of 2 bytes each is within bounds (characters, not bytes).
     let wide = "é".repeat(200);
     store
-        .store_raw(raw(&wide, Speaker::User, "fine"))
+        .store_raw(&TENANT, raw(&wide, Speaker::User, "fine"))
         .await
         .expect("200 characters are allowed");
 
     assert_invalid(
-        store.store_raw(raw("s", Speaker::User, "")).await,
+        store.store_raw(&TENANT, raw("s", Speaker::User, "")).await,
         "content",
     );
     assert_invalid(
-        store.store_raw(raw("s", Speaker::User, " \n\t ")).await,
+        store
+            .store_raw(&TENANT, raw("s", Speaker::User, " \n\t "))
+            .await,
         "content",
     );
     let oversize = format!("{CANARY} {}", "a".repeat(LIMITS.max_content_bytes));
     let reason = assert_invalid(
-        store.store_raw(raw("s", Speaker::User, &oversize)).await,
+        store
+            .store_raw(&TENANT, raw("s", Speaker::User, &oversize))
+            .await,
         "content",
     );
     assert!(
@@ -322,12 +337,12 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     );
     let exactly = "b".repeat(LIMITS.max_content_bytes);
     store
-        .store_raw(raw("s", Speaker::User, &exactly))
+        .store_raw(&TENANT, raw("s", Speaker::User, &exactly))
         .await
         .expect("content of exactly the limit is allowed");
     assert_invalid(
         store
-            .store_raw(raw("s", Speaker::User, &format!("{CANARY}\0")))
+            .store_raw(&TENANT, raw("s", Speaker::User, &format!("{CANARY}\0")))
             .await,
         "content",
     );
@@ -338,10 +353,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     }
     let reason = assert_invalid(
         store
-            .store_raw(StoreRawDialogue {
-                metadata: Some(many_keys),
-                ..raw("s", Speaker::User, "fine")
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    metadata: Some(many_keys),
+                    ..raw("s", Speaker::User, "fine")
+                },
+            )
             .await,
         "metadata",
     );
@@ -353,10 +371,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     );
     let reason = assert_invalid(
         store
-            .store_raw(StoreRawDialogue {
-                metadata: Some(big),
-                ..raw("s", Speaker::User, "fine")
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    metadata: Some(big),
+                    ..raw("s", Speaker::User, "fine")
+                },
+            )
             .await,
         "metadata",
     );
@@ -365,10 +386,13 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     nul.insert("deep".into(), json!([{ "x": format!("{CANARY}\u{0}") }]));
     assert_invalid(
         store
-            .store_raw(StoreRawDialogue {
-                metadata: Some(nul),
-                ..raw("s", Speaker::User, "fine")
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    metadata: Some(nul),
+                    ..raw("s", Speaker::User, "fine")
+                },
+            )
             .await,
         "metadata",
     );
@@ -376,19 +400,22 @@ async fn store_raw_validation_names_the_field_and_never_the_value() {
     let mut escaped = Map::new();
     escaped.insert("text".into(), json!("\\u0000"));
     store
-        .store_raw(StoreRawDialogue {
-            metadata: Some(escaped.clone()),
-            ..raw("escaped", Speaker::User, "fine")
-        })
+        .store_raw(
+            &TENANT,
+            StoreRawDialogue {
+                metadata: Some(escaped.clone()),
+                ..raw("escaped", Speaker::User, "fine")
+            },
+        )
         .await
         .expect("a literal backslash sequence is storable");
     let page = store
-        .get_session(session_page("escaped", None, None))
+        .get_session(&TENANT, session_page("escaped", None, None))
         .await
         .unwrap();
     assert_eq!(page.turns[0].metadata, escaped);
 
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!(status.raw_turns, 3, "only the valid turns were stored");
 }
 
@@ -458,12 +485,15 @@ async fn store_insight_and_recent_insights_round_trip() {
     let a = put(&store, "s", "the user likes green tea").await;
     let b = put(&store, "s", "and dislikes coffee").await;
     let first = store
-        .store_insight(StoreInsight {
-            content: "Prefers tea over coffee".into(),
-            source_ids: Some(vec![b, a, b]),
-            tags: Some(vec!["drinks".into(), "preferences".into()]),
-            importance: Some(0.75),
-        })
+        .store_insight(
+            &TENANT,
+            StoreInsight {
+                content: "Prefers tea over coffee".into(),
+                source_ids: Some(vec![b, a, b]),
+                tags: Some(vec!["drinks".into(), "preferences".into()]),
+                importance: Some(0.75),
+            },
+        )
         .await
         .unwrap();
     assert_rfc3339(&first.created_at);
@@ -471,7 +501,7 @@ async fn store_insight_and_recent_insights_round_trip() {
     let third = put_insight(&store, "Third", &[a]).await;
     assert!(first.id < second && second < third);
 
-    let recent = store.recent_insights(10).await.unwrap();
+    let recent = store.recent_insights(&TENANT, 10).await.unwrap();
     let order: Vec<i64> = recent.iter().map(|i| i.id).collect();
     assert_eq!(order, vec![third, second, first.id], "newest first");
     let stored = &recent[2];
@@ -482,13 +512,16 @@ async fn store_insight_and_recent_insights_round_trip() {
     assert_eq!(stored.created_at, first.created_at);
     assert_eq!(recent[1].importance, 0.5);
     let tenth = store
-        .store_insight(StoreInsight {
-            importance: Some(0.1),
-            ..insight("a tenth", &[])
-        })
+        .store_insight(
+            &TENANT,
+            StoreInsight {
+                importance: Some(0.1),
+                ..insight("a tenth", &[])
+            },
+        )
         .await
         .unwrap();
-    let newest = store.recent_insights(1).await.unwrap();
+    let newest = store.recent_insights(&TENANT, 1).await.unwrap();
     assert_eq!(newest[0].id, tenth.id);
     assert_eq!(
         newest[0].importance, 0.1,
@@ -496,15 +529,21 @@ async fn store_insight_and_recent_insights_round_trip() {
     );
     assert!(recent[1].source_ids.is_empty() && recent[1].tags.is_empty());
 
-    let two = store.recent_insights(2).await.unwrap();
+    let two = store.recent_insights(&TENANT, 2).await.unwrap();
     assert_eq!(
         two.iter().map(|i| i.id).collect::<Vec<_>>(),
         vec![tenth.id, third]
     );
-    assert_invalid(store.recent_insights(0).await, "limit");
-    let reason = assert_invalid(store.recent_insights(LIMITS.max_limit + 1).await, "limit");
+    assert_invalid(store.recent_insights(&TENANT, 0).await, "limit");
+    let reason = assert_invalid(
+        store.recent_insights(&TENANT, LIMITS.max_limit + 1).await,
+        "limit",
+    );
     assert!(reason.contains("from 1 to 20"), "{reason}");
-    store.recent_insights(LIMITS.max_limit).await.unwrap();
+    store
+        .recent_insights(&TENANT, LIMITS.max_limit)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -513,109 +552,142 @@ async fn store_insight_validation_names_the_field() {
     let valid = || insight("fine", &[]);
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                content: " ".into(),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    content: " ".into(),
+                    ..valid()
+                },
+            )
             .await,
         "content",
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                content: format!("{CANARY}{}", "c".repeat(LIMITS.max_content_bytes)),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    content: format!("{CANARY}{}", "c".repeat(LIMITS.max_content_bytes)),
+                    ..valid()
+                },
+            )
             .await,
         "content",
     );
     let reason = assert_invalid(
         store
-            .store_insight(StoreInsight {
-                tags: Some(vec![CANARY.to_owned(); 33]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec![CANARY.to_owned(); 33]),
+                    ..valid()
+                },
+            )
             .await,
         "tags",
     );
     assert!(reason.contains("33 entries, limit 32"), "{reason}");
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                tags: Some(vec!["ok".into(), format!("{CANARY}{}", "t".repeat(64))]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec!["ok".into(), format!("{CANARY}{}", "t".repeat(64))]),
+                    ..valid()
+                },
+            )
             .await,
         "tags[1]",
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                tags: Some(vec!["ok".into(), "ok".into(), String::new()]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec!["ok".into(), "ok".into(), String::new()]),
+                    ..valid()
+                },
+            )
             .await,
         "tags[2]",
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                tags: Some(vec![format!("{CANARY}\t")]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    tags: Some(vec![format!("{CANARY}\t")]),
+                    ..valid()
+                },
+            )
             .await,
         "tags[0]",
     );
     let reason = assert_invalid(
         store
-            .store_insight(StoreInsight {
-                source_ids: Some((1..=1001).collect()),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    source_ids: Some((1..=1001).collect()),
+                    ..valid()
+                },
+            )
             .await,
         "source_ids",
     );
     assert!(reason.contains("1001 entries, limit 1000"), "{reason}");
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                source_ids: Some(vec![5, 0]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    source_ids: Some(vec![5, 0]),
+                    ..valid()
+                },
+            )
             .await,
         "source_ids[1]",
     );
     assert_invalid(
         store
-            .store_insight(StoreInsight {
-                source_ids: Some(vec![-3]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    source_ids: Some(vec![-3]),
+                    ..valid()
+                },
+            )
             .await,
         "source_ids[0]",
     );
     for importance in [f64::NAN, f64::INFINITY, -0.01, 1.01] {
         assert_invalid(
             store
-                .store_insight(StoreInsight {
-                    importance: Some(importance),
-                    ..valid()
-                })
+                .store_insight(
+                    &TENANT,
+                    StoreInsight {
+                        importance: Some(importance),
+                        ..valid()
+                    },
+                )
                 .await,
             "importance",
         );
     }
     for importance in [0.0, 1.0] {
         store
-            .store_insight(StoreInsight {
-                importance: Some(importance),
-                tags: Some(vec!["t".repeat(64)]),
-                ..valid()
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    importance: Some(importance),
+                    tags: Some(vec!["t".repeat(64)]),
+                    ..valid()
+                },
+            )
             .await
             .expect("bounds are inclusive");
     }
-    assert_eq!(store.status().await.unwrap().insights, 2);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 2);
 }
 
 #[tokio::test]
@@ -624,10 +696,10 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
     let a = put(&store, "s", "one").await;
     let b = put(&store, "s", "two").await;
     let err = store
-        .store_insight(insight(
-            "derived",
-            &[999_999, a, 555_555, b, 999_999, 555_555],
-        ))
+        .store_insight(
+            &TENANT,
+            insight("derived", &[999_999, a, 555_555, b, 999_999, 555_555]),
+        )
         .await
         .unwrap_err();
     match &err {
@@ -636,20 +708,23 @@ async fn store_insight_lists_exactly_the_unknown_sources_and_stores_nothing() {
     }
     assert_eq!(err.field(), Some("source_ids"));
     assert!(err.to_string().contains("555555, 999999"), "{err}");
-    assert_eq!(store.status().await.unwrap().insights, 0);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 0);
     // Forgotten turns are unknown too.
     store
-        .forget(Forget {
-            session_id: None,
-            items: Some(vec![ItemRef {
-                layer: ItemLayer::Raw,
-                id: a,
-            }]),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(vec![ItemRef {
+                    layer: ItemLayer::Raw,
+                    id: a,
+                }]),
+            },
+        )
         .await
         .unwrap();
     let err = store
-        .store_insight(insight("derived", &[a, b]))
+        .store_insight(&TENANT, insight("derived", &[a, b]))
         .await
         .unwrap_err();
     assert!(matches!(&err, MemoryError::UnknownSources(ids) if ids == &vec![a]));
@@ -669,7 +744,11 @@ async fn store_insight_waits_for_a_concurrent_forget_and_then_reports_the_source
         .await
         .unwrap();
     let racing = store.clone();
-    let task = tokio::spawn(async move { racing.store_insight(insight("derived", &[a, b])).await });
+    let task = tokio::spawn(async move {
+        racing
+            .store_insight(&TENANT, insight("derived", &[a, b]))
+            .await
+    });
     // Wait until the insert is blocked on the deleted row's lock.
     let started = Instant::now();
     loop {
@@ -699,7 +778,7 @@ async fn store_insight_waits_for_a_concurrent_forget_and_then_reports_the_source
         matches!(&err, MemoryError::UnknownSources(ids) if ids == &vec![a]),
         "{err:?}"
     );
-    assert_eq!(store.status().await.unwrap().insights, 0);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 0);
 }
 
 #[tokio::test]
@@ -711,7 +790,7 @@ async fn search_ranks_highlights_and_merges_layers() {
     let single = put_insight(&store, "banana", &[]).await;
     let one = put_insight(&store, "one banana", &[dense]).await;
 
-    let results = store.search(search("Banana")).await.unwrap();
+    let results = store.search(&TENANT, search("Banana")).await.unwrap();
     let order: Vec<(ItemLayer, i64)> = results.hits.iter().map(|h| (h.layer, h.id)).collect();
     assert_eq!(
         order,
@@ -788,7 +867,7 @@ async fn search_ranks_highlights_and_merges_layers() {
         &format!("{filler} the zebra watches {filler}"),
     )
     .await;
-    let hits = store.search(search("zebra")).await.unwrap().hits;
+    let hits = store.search(&TENANT, search("zebra")).await.unwrap().hits;
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].id, needle);
     assert!(hits[0].snippet.contains("**zebra**"), "{}", hits[0].snippet);
@@ -873,19 +952,19 @@ async fn search_understands_websearch_syntax() {
 
     // Nothing to search for: no hits, not an error.
     for query in ["!!!", "-", "\"\"", "... ?? ;"] {
-        let results = store.search(search(query)).await.unwrap();
+        let results = store.search(&TENANT, search(query)).await.unwrap();
         assert!(results.hits.is_empty(), "{query}");
     }
     // Only excluded words: refused rather than matching everything.
-    let reason = assert_invalid(store.search(search("-dog")).await, "query");
+    let reason = assert_invalid(store.search(&TENANT, search("-dog")).await, "query");
     assert!(reason.contains("not excluded"), "{reason}");
     // Injection-looking input is just text.
     let results = store
-        .search(search("'); DROP TABLE l0_raw; --"))
+        .search(&TENANT, search("'); DROP TABLE l0_raw; --"))
         .await
         .unwrap();
     assert!(results.hits.is_empty());
-    assert_eq!(store.status().await.unwrap().raw_turns, 5);
+    assert_eq!(store.status(&TENANT).await.unwrap().raw_turns, 5);
 }
 
 #[tokio::test]
@@ -909,7 +988,7 @@ async fn search_filters_by_session() {
         "insights are not filtered by session"
     );
     assert_invalid(
-        store.search(scoped(Some(Layer::Insights))).await,
+        store.search(&TENANT, scoped(Some(Layer::Insights))).await,
         "session_id",
     );
     assert!(
@@ -929,22 +1008,25 @@ async fn search_filters_by_session() {
 #[tokio::test]
 async fn search_validation_names_the_field() {
     let (_db, store) = fresh().await;
-    assert_invalid(store.search(search("")).await, "query");
-    assert_invalid(store.search(search(" \t\n")).await, "query");
+    assert_invalid(store.search(&TENANT, search("")).await, "query");
+    assert_invalid(store.search(&TENANT, search(" \t\n")).await, "query");
     let long = format!("{CANARY} {}", "w ".repeat(500));
-    let reason = assert_invalid(store.search(search(&long)).await, "query");
+    let reason = assert_invalid(store.search(&TENANT, search(&long)).await, "query");
     assert!(reason.contains("limit 1000"), "{reason}");
     store
-        .search(search(&"w".repeat(1000)))
+        .search(&TENANT, search(&"w".repeat(1000)))
         .await
         .expect("1000 characters are allowed");
     for limit in [0, LIMITS.max_limit + 1] {
         let reason = assert_invalid(
             store
-                .search(SearchMemory {
-                    limit: Some(limit),
-                    ..search("x")
-                })
+                .search(
+                    &TENANT,
+                    SearchMemory {
+                        limit: Some(limit),
+                        ..search("x")
+                    },
+                )
                 .await,
             "limit",
         );
@@ -952,10 +1034,13 @@ async fn search_validation_names_the_field() {
     }
     assert_invalid(
         store
-            .search(SearchMemory {
-                session_id: Some(format!("{CANARY}\u{7}")),
-                ..search("x")
-            })
+            .search(
+                &TENANT,
+                SearchMemory {
+                    session_id: Some(format!("{CANARY}\u{7}")),
+                    ..search("x")
+                },
+            )
             .await,
         "session_id",
     );
@@ -965,29 +1050,39 @@ async fn search_validation_names_the_field() {
 async fn get_session_validation_names_the_field() {
     let (_db, store) = fresh().await;
     assert_invalid(
-        store.get_session(session_page("", None, None)).await,
-        "session_id",
-    );
-    assert_invalid(
         store
-            .get_session(session_page(&"x".repeat(201), None, None))
+            .get_session(&TENANT, session_page("", None, None))
             .await,
         "session_id",
     );
     assert_invalid(
-        store.get_session(session_page("s", Some(0), None)).await,
+        store
+            .get_session(&TENANT, session_page(&"x".repeat(201), None, None))
+            .await,
+        "session_id",
+    );
+    assert_invalid(
+        store
+            .get_session(&TENANT, session_page("s", Some(0), None))
+            .await,
         "limit",
     );
     assert_invalid(
-        store.get_session(session_page("s", Some(21), None)).await,
+        store
+            .get_session(&TENANT, session_page("s", Some(21), None))
+            .await,
         "limit",
     );
     assert_invalid(
-        store.get_session(session_page("s", None, Some(0))).await,
+        store
+            .get_session(&TENANT, session_page("s", None, Some(0)))
+            .await,
         "before_id",
     );
     assert_invalid(
-        store.get_session(session_page("s", None, Some(-5))).await,
+        store
+            .get_session(&TENANT, session_page("s", None, Some(-5)))
+            .await,
         "before_id",
     );
 }
@@ -1005,10 +1100,13 @@ async fn forget_a_session_unlinks_its_insights() {
     let only_bob = put_insight(&store, "bob papaya", &[b2]).await;
 
     let report = store
-        .forget(Forget {
-            session_id: Some("alice".into()),
-            items: None,
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: Some("alice".into()),
+                items: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(report.raw_deleted, 3);
@@ -1025,7 +1123,7 @@ async fn forget_a_session_unlinks_its_insights() {
     assert_eq!(source_ids(store.pool(), only_bob).await, vec![b2]);
     assert!(
         store
-            .get_session(session_page("alice", None, None))
+            .get_session(&TENANT, session_page("alice", None, None))
             .await
             .unwrap()
             .turns
@@ -1033,7 +1131,7 @@ async fn forget_a_session_unlinks_its_insights() {
     );
     assert_eq!(
         store
-            .get_session(session_page("bob", None, None))
+            .get_session(&TENANT, session_page("bob", None, None))
             .await
             .unwrap()
             .turns
@@ -1041,15 +1139,18 @@ async fn forget_a_session_unlinks_its_insights() {
         2
     );
     assert!(ids_of(&store, search("secret")).await.is_empty());
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!((status.raw_turns, status.insights), (2, 3));
 
     // Again: nothing left, nothing changed, no error.
     let again = store
-        .forget(Forget {
-            session_id: Some("alice".into()),
-            items: None,
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: Some("alice".into()),
+                items: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1074,42 +1175,48 @@ async fn forget_items_deletes_listed_turns_and_insights() {
 
     // Forget a search hit by its layer and id, plus a listed insight and unknown items.
     let hit = store
-        .search(SearchMemory {
-            layer: Some(Layer::Raw),
-            ..search("one")
-        })
+        .search(
+            &TENANT,
+            SearchMemory {
+                layer: Some(Layer::Raw),
+                ..search("one")
+            },
+        )
         .await
         .unwrap()
         .hits
         .remove(0);
     assert_eq!((hit.layer, hit.id), (ItemLayer::Raw, r1));
     let report = store
-        .forget(Forget {
-            session_id: None,
-            items: Some(vec![
-                ItemRef {
-                    layer: hit.layer,
-                    id: hit.id,
-                },
-                ItemRef {
-                    layer: ItemLayer::Insight,
-                    id: cites_r1,
-                },
-                ItemRef {
-                    layer: ItemLayer::Raw,
-                    id: 987_654,
-                },
-                ItemRef {
-                    layer: ItemLayer::Insight,
-                    id: r3 + 1000,
-                },
-                // Duplicates count once.
-                ItemRef {
-                    layer: ItemLayer::Raw,
-                    id: r1,
-                },
-            ]),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(vec![
+                    ItemRef {
+                        layer: hit.layer,
+                        id: hit.id,
+                    },
+                    ItemRef {
+                        layer: ItemLayer::Insight,
+                        id: cites_r1,
+                    },
+                    ItemRef {
+                        layer: ItemLayer::Raw,
+                        id: 987_654,
+                    },
+                    ItemRef {
+                        layer: ItemLayer::Insight,
+                        id: r3 + 1000,
+                    },
+                    // Duplicates count once.
+                    ItemRef {
+                        layer: ItemLayer::Raw,
+                        id: r1,
+                    },
+                ]),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(report.raw_deleted, 1);
@@ -1135,7 +1242,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
     assert_eq!(source_ids(store.pool(), cites_r1_r2).await, vec![r2]);
     assert_eq!(source_ids(store.pool(), unrelated).await, vec![r3]);
     let remaining: Vec<i64> = store
-        .recent_insights(10)
+        .recent_insights(&TENANT, 10)
         .await
         .unwrap()
         .iter()
@@ -1143,7 +1250,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
         .collect();
     assert_eq!(remaining, vec![unrelated, cites_r1_r2]);
     let turns: Vec<i64> = store
-        .get_session(session_page("s", None, None))
+        .get_session(&TENANT, session_page("s", None, None))
         .await
         .unwrap()
         .turns
@@ -1154,13 +1261,16 @@ async fn forget_items_deletes_listed_turns_and_insights() {
 
     // Insights only: no raw turn deleted, nothing unlinked.
     let report = store
-        .forget(Forget {
-            session_id: None,
-            items: Some(vec![ItemRef {
-                layer: ItemLayer::Insight,
-                id: unrelated,
-            }]),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(vec![ItemRef {
+                    layer: ItemLayer::Insight,
+                    id: unrelated,
+                }]),
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1171,7 +1281,7 @@ async fn forget_items_deletes_listed_turns_and_insights() {
         ),
         (0, 1, 0)
     );
-    assert_eq!(store.status().await.unwrap().insights, 1);
+    assert_eq!(store.status(&TENANT).await.unwrap().insights, 1);
 }
 
 #[tokio::test]
@@ -1183,10 +1293,13 @@ async fn forget_validation_names_the_fields() {
     };
     let reason = assert_invalid(
         store
-            .forget(Forget {
-                session_id: Some(CANARY.into()),
-                items: Some(vec![item(1)]),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: Some(CANARY.into()),
+                    items: Some(vec![item(1)]),
+                },
+            )
             .await,
         "session_id|items",
     );
@@ -1196,47 +1309,62 @@ async fn forget_validation_names_the_fields() {
     );
     assert_invalid(
         store
-            .forget(Forget {
-                session_id: None,
-                items: None,
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: None,
+                },
+            )
             .await,
         "session_id|items",
     );
     assert_invalid(
         store
-            .forget(Forget {
-                session_id: None,
-                items: Some(Vec::new()),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: Some(Vec::new()),
+                },
+            )
             .await,
         "items",
     );
     let reason = assert_invalid(
         store
-            .forget(Forget {
-                session_id: None,
-                items: Some((1..=1001).map(item).collect()),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: Some((1..=1001).map(item).collect()),
+                },
+            )
             .await,
         "items",
     );
     assert!(reason.contains("1001 entries, limit 1000"), "{reason}");
     assert_invalid(
         store
-            .forget(Forget {
-                session_id: None,
-                items: Some(vec![item(1), item(2), item(0)]),
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: None,
+                    items: Some(vec![item(1), item(2), item(0)]),
+                },
+            )
             .await,
         "items[2].id",
     );
     assert_invalid(
         store
-            .forget(Forget {
-                session_id: Some(format!("{CANARY}{}", "x".repeat(200))),
-                items: None,
-            })
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: Some(format!("{CANARY}{}", "x".repeat(200))),
+                    items: None,
+                },
+            )
             .await,
         "session_id",
     );
@@ -1247,7 +1375,7 @@ async fn status_reports_database_schema_and_counts() {
     let db = TestCluster::shared().fresh_database().await.unwrap();
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(&db.url)
+        .connect(&pg_harness::url_with_tenant(&db.url, "default"))
         .await
         .unwrap();
     let report = db::migrate(&pool).await.unwrap();
@@ -1256,7 +1384,7 @@ async fn status_reports_database_schema_and_counts() {
         db::MigrationReport::UpToDate => panic!("a fresh database has pending migrations"),
     };
     let store = MemoryStore::new(pool, LIMITS);
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!(status.database, db.name);
     assert_eq!(status.schema_version, newest);
     assert!(newest >= Some(1));
@@ -1264,7 +1392,7 @@ async fn status_reports_database_schema_and_counts() {
     let a = put(&store, "s", "one").await;
     put(&store, "s", "two").await;
     put_insight(&store, "i", &[a]).await;
-    let status = store.status().await.unwrap();
+    let status = store.status(&TENANT).await.unwrap();
     assert_eq!((status.raw_turns, status.insights), (2, 1));
 
     let debug = format!("{store:?}");
@@ -1283,7 +1411,7 @@ async fn an_unreachable_database_is_unavailable() {
     let store = MemoryStore::new(pool, LIMITS);
     let started = Instant::now();
     let err = store
-        .store_raw(raw("s", Speaker::User, CANARY))
+        .store_raw(&TENANT, raw("s", Speaker::User, CANARY))
         .await
         .unwrap_err();
     assert!(matches!(err, MemoryError::Unavailable(_)), "{err:?}");
@@ -1293,14 +1421,20 @@ async fn an_unreachable_database_is_unavailable() {
     assert!(!err.is_caller_error());
     assert!(started.elapsed() < Duration::from_secs(10));
     for result in [
-        store.status().await.map(drop),
-        store.search(search("x")).await.map(drop),
-        store.store_insight(insight("x", &[1])).await.map(drop),
+        store.status(&TENANT).await.map(drop),
+        store.search(&TENANT, search("x")).await.map(drop),
         store
-            .forget(Forget {
-                session_id: Some("s".into()),
-                items: None,
-            })
+            .store_insight(&TENANT, insight("x", &[1]))
+            .await
+            .map(drop),
+        store
+            .forget(
+                &TENANT,
+                Forget {
+                    session_id: Some("s".into()),
+                    items: None,
+                },
+            )
             .await
             .map(drop),
     ] {
@@ -1310,7 +1444,7 @@ async fn an_unreachable_database_is_unavailable() {
         );
     }
     // Validation still comes first.
-    assert_invalid(store.search(search("")).await, "query");
+    assert_invalid(store.search(&TENANT, search("")).await, "query");
 }
 
 #[tokio::test]

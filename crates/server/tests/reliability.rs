@@ -266,7 +266,9 @@ async fn a_database_outage_under_write_load_loses_no_acknowledged_write() {
     // A private cluster: this test stops it.
     let cluster = tokio::task::block_in_place(TestCluster::start).unwrap();
     let database = cluster.fresh_database().await.unwrap();
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+        .await
+        .unwrap();
     db::stamp(&pool, Environment::Test, "tests").await.unwrap();
     pool.close().await;
     let mut daemon = Launch::http(&database.url)

@@ -161,7 +161,9 @@ async fn a_rolling_restart_of_three_replicas_loses_no_call_and_no_write() {
         failed.len(),
         failed.first()
     );
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+        .await
+        .unwrap();
     let rows: Vec<(i64, String)> =
         sqlx::query_as("SELECT id, content FROM l0_raw WHERE session_id LIKE 'roll-%'")
             .fetch_all(&pool)
@@ -227,7 +229,9 @@ async fn replicas_and_migrate_jobs_starting_at_once_on_a_fresh_database_migrate_
     for replica in &mut replicas {
         replica.ready();
     }
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+        .await
+        .unwrap();
     let versions: Vec<(i32, i64)> = sqlx::query_as(
         "SELECT version, count(*) FROM refinery_schema_history GROUP BY version ORDER BY version",
     )

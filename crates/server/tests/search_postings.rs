@@ -14,6 +14,10 @@ use pg_harness::{TestCluster, TestDatabase};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+/// The tenant these tests store and read as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 const LIMITS: MemoryLimits = MemoryLimits {
     max_content_bytes: 8192,
     default_limit: 10,
@@ -99,7 +103,7 @@ fn text(rng: &mut Rng, words: usize) -> String {
 async fn pool_of(url: &str) -> PgPool {
     PgPoolOptions::new()
         .max_connections(4)
-        .connect(url)
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .expect("connect to the test database")
 }
@@ -122,12 +126,15 @@ async fn corpus(store: &MemoryStore, pool: &PgPool) {
     for n in 0..1200 {
         let words = rng.range(3, 40);
         store
-            .store_raw(StoreRawDialogue {
-                session_id: format!("session-{}", n % 12),
-                speaker: Speaker::User,
-                content: text(&mut rng, words),
-                metadata: None,
-            })
+            .store_raw(
+                &TENANT,
+                StoreRawDialogue {
+                    session_id: format!("session-{}", n % 12),
+                    speaker: Speaker::User,
+                    content: text(&mut rng, words),
+                    metadata: None,
+                },
+            )
             .await
             .expect("store a turn");
     }
@@ -135,12 +142,15 @@ async fn corpus(store: &MemoryStore, pool: &PgPool) {
         let words = rng.range(3, 25);
         let importance = (rng.range(0, 11) as f64) / 10.0;
         store
-            .store_insight(StoreInsight {
-                content: text(&mut rng, words),
-                source_ids: None,
-                tags: None,
-                importance: Some(importance),
-            })
+            .store_insight(
+                &TENANT,
+                StoreInsight {
+                    content: text(&mut rng, words),
+                    source_ids: None,
+                    tags: None,
+                    importance: Some(importance),
+                },
+            )
             .await
             .expect("store an insight");
     }
@@ -286,12 +296,15 @@ async fn search_in(
     session: Option<&str>,
 ) -> Vec<Hit> {
     match store
-        .search(SearchMemory {
-            query: q.to_owned(),
-            limit: Some(limit),
-            layer,
-            session_id: session.map(str::to_owned),
-        })
+        .search(
+            &TENANT,
+            SearchMemory {
+                query: q.to_owned(),
+                limit: Some(limit),
+                layer,
+                session_id: session.map(str::to_owned),
+            },
+        )
         .await
     {
         Ok(found) => found.hits,
@@ -324,12 +337,15 @@ async fn assert_same(store: &MemoryStore, settings: SearchSettings, label: &str)
             (50, Some(Layer::Insights)),
         ] {
             if q == "-compost" {
-                let a = fast.search(SearchMemory {
-                    query: q.clone(),
-                    limit: Some(limit),
-                    layer,
-                    session_id: None,
-                });
+                let a = fast.search(
+                    &TENANT,
+                    SearchMemory {
+                        query: q.clone(),
+                        limit: Some(limit),
+                        layer,
+                        session_id: None,
+                    },
+                );
                 assert!(a.await.is_err(), "{label}: {q:?} is refused");
                 continue;
             }
@@ -432,10 +448,13 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     // Deletes (a whole session, single items of both layers) and content updates go through
     // the triggers; the paths still agree.
     store
-        .forget(Forget {
-            session_id: Some("session-3".to_owned()),
-            items: None,
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: Some("session-3".to_owned()),
+                items: None,
+            },
+        )
         .await
         .expect("forget a session");
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM l2_insights ORDER BY id LIMIT 40")
@@ -443,17 +462,20 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         .await
         .expect("some insights");
     store
-        .forget(Forget {
-            session_id: None,
-            items: Some(
-                ids.iter()
-                    .map(|&id| ItemRef {
-                        layer: ItemLayer::Insight,
-                        id,
-                    })
-                    .collect(),
-            ),
-        })
+        .forget(
+            &TENANT,
+            Forget {
+                session_id: None,
+                items: Some(
+                    ids.iter()
+                        .map(|&id| ItemRef {
+                            layer: ItemLayer::Insight,
+                            id,
+                        })
+                        .collect(),
+                ),
+            },
+        )
         .await
         .expect("forget insights");
     sqlx::query(

@@ -209,6 +209,8 @@ async fn no_command_or_error_path_prints_a_secret() {
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("DATABASE_URL", &good_url)
+                // Backups read every tenant through a role that bypasses row-level security.
+                .env("COGMEM__BACKUP__DATABASE_URL", &database.admin_url)
                 .env("MCP_AUTH_TOKEN", TOKEN_CANARY)
                 .env("LOG_LEVEL", "trace")
                 .env("COGMEM__DATABASE__CONNECT_WAIT_SECS", "1")
@@ -236,6 +238,8 @@ async fn no_command_or_error_path_prints_a_secret() {
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("DATABASE_URL", &good_url)
+                // Backups read every tenant through a role that bypasses row-level security.
+                .env("COGMEM__BACKUP__DATABASE_URL", &database.admin_url)
                 .env("MCP_AUTH_TOKEN", TOKEN_CANARY)
                 .env("LOG_LEVEL", "trace")
                 .env("COGMEM__DATABASE__CONNECT_WAIT_SECS", "1")

@@ -304,7 +304,9 @@ async fn metrics_count_what_a_scripted_mix_did() {
     // A private cluster: this test stops it.
     let cluster = tokio::task::block_in_place(TestCluster::start).unwrap();
     let database = cluster.fresh_database().await.unwrap();
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+        .await
+        .unwrap();
     db::stamp(&pool, Environment::Test, "tests").await.unwrap();
     pool.close().await;
     const RATE: u32 = 60;
@@ -1095,7 +1097,9 @@ async fn a_stdio_server_traces_calls_as_pipe_and_serves_metrics_on_its_own_liste
 async fn the_last_good_backup_and_retention_purges_are_metrics() {
     let database = stamped_database(Environment::Test).await;
     // Expired turns (the test environment keeps raw turns for 14 days) and a recent one.
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&pg_harness::url_with_tenant(&database.url, "default"))
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO l0_raw (session_id, speaker, content, created_at)
          SELECT 'old', 'user', 'expired ' || g, now() - interval '20 days'
@@ -1172,6 +1176,8 @@ async fn the_last_good_backup_and_retention_purges_are_metrics() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", &database.url)
+        // Backups read every tenant through a role that bypasses row-level security (V7).
+        .env("COGMEM__BACKUP__DATABASE_URL", &database.admin_url)
         .env("MCP_AUTH_TOKEN", TOKEN)
         .args(["--env", "test", "--config-root"])
         .arg(root.path())

@@ -14,6 +14,9 @@ use pg_harness::{TestCluster, TestDatabase};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 const LIMITS: MemoryLimits = MemoryLimits {
     max_content_bytes: 2048,
     default_limit: 5,
@@ -27,7 +30,8 @@ async fn fresh(settings: WriteBatchSettings) -> (TestDatabase, PgPool, MemorySto
         .expect("a fresh test database");
     let pool = PgPoolOptions::new()
         .max_connections(6)
-        .connect(&db.url)
+        // The test's own SQL reads the rows as tenant `default` (row-level security, V7).
+        .connect(&pg_harness::url_with_tenant(&db.url, "default"))
         .await
         .expect("connect to the test database");
     db::migrate(&pool).await.expect("migrate");
@@ -75,7 +79,7 @@ fn spawn_stores(
             let call = turn(&session, &content);
             (
                 content,
-                tokio::spawn(async move { store.store_raw(call).await.map(|t| t.id) }),
+                tokio::spawn(async move { store.store_raw(&TENANT, call).await.map(|t| t.id) }),
             )
         })
         .collect()
@@ -176,12 +180,12 @@ async fn concurrent_stores_are_written_together_and_each_caller_gets_its_own_id(
 
     // Ids still grow in the order of storing for sequential calls.
     let a = store
-        .store_raw(turn("seq", "first"))
+        .store_raw(&TENANT, turn("seq", "first"))
         .await
         .expect("store")
         .id;
     let b = store
-        .store_raw(turn("seq", "second"))
+        .store_raw(&TENANT, turn("seq", "second"))
         .await
         .expect("store")
         .id;
@@ -285,7 +289,9 @@ async fn close_writes_the_queued_turns_then_refuses_new_ones() {
         !closing.is_finished(),
         "close returned before the queue was written"
     );
-    let refused = store.store_raw(turn("late", "after shutdown began")).await;
+    let refused = store
+        .store_raw(&TENANT, turn("late", "after shutdown began"))
+        .await;
     assert!(
         matches!(refused, Err(MemoryError::Unavailable(_))),
         "a store after shutdown began is refused as unavailable: {refused:?}"
@@ -307,7 +313,9 @@ async fn close_writes_the_queued_turns_then_refuses_new_ones() {
         ids,
         rows(&pool).await.keys().copied().collect::<HashSet<_>>()
     );
-    let after = store.store_raw(turn("late", "after shutdown")).await;
+    let after = store
+        .store_raw(&TENANT, turn("late", "after shutdown"))
+        .await;
     assert!(matches!(after, Err(MemoryError::Unavailable(_))));
     assert_eq!(rows(&pool).await.len(), 50);
     // Idempotent.
@@ -347,7 +355,7 @@ async fn a_full_queue_holds_callers_back() {
 async fn a_closed_pool_fails_every_caller_of_the_batch_as_unavailable() {
     let (_db, pool, store) = fresh(WriteBatchSettings::default()).await;
     store
-        .store_raw(turn("s", "before"))
+        .store_raw(&TENANT, turn("s", "before"))
         .await
         .expect("a store while the pool is open");
     pool.close().await;

@@ -18,6 +18,10 @@ use sqlx::postgres::PgPoolOptions;
 
 use super::words::{Rng, Vocabulary};
 
+/// The tenant the corpus is stored and searched as (row-level security, migration V7).
+static TENANT: std::sync::LazyLock<cognitive_memory_mcp::tenancy::Tenant> =
+    std::sync::LazyLock::new(cognitive_memory_mcp::tenancy::Tenant::default);
+
 /// Newer memories mentioning a target's word in passing.
 const DISTRACTORS: usize = 300;
 /// Known items whose word has [`DISTRACTORS`] newer mentions, per layer.
@@ -75,7 +79,7 @@ struct KnownItem {
 pub async fn measure(url: &str, vocabulary: &Vocabulary) -> Result<Relevance> {
     let pool = PgPoolOptions::new()
         .max_connections(2)
-        .connect(url)
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .context("connect to the relevance database")?;
     let (items, memories) = seed(&pool, vocabulary).await?;
@@ -93,12 +97,15 @@ pub async fn measure(url: &str, vocabulary: &Vocabulary) -> Result<Relevance> {
     let mut before = Vec::new();
     for item in &items {
         let hits = store
-            .search(SearchMemory {
-                query: item.query.clone(),
-                limit: Some(K as u32),
-                layer: Some(Layer::All),
-                session_id: None,
-            })
+            .search(
+                &TENANT,
+                SearchMemory {
+                    query: item.query.clone(),
+                    limit: Some(K as u32),
+                    layer: Some(Layer::All),
+                    session_id: None,
+                },
+            )
             .await
             .map_err(|err| anyhow::anyhow!("search_memory: {err}"))?;
         now.push(

@@ -49,6 +49,15 @@ pub fn session_of(n: usize) -> String {
     format!("session-{:06}", n / TURNS_PER_SESSION)
 }
 
+/// Row-level security of the memory tables off and on again (as migration V7 sets it); also
+/// the `--rls-off-row` of the benchmark.
+pub(crate) const RLS_OFF: &str = "ALTER TABLE l0_raw DISABLE ROW LEVEL SECURITY;
+     ALTER TABLE l2_insights DISABLE ROW LEVEL SECURITY;
+     ALTER TABLE search_postings DISABLE ROW LEVEL SECURITY;";
+pub(crate) const RLS_ON: &str = "ALTER TABLE l0_raw ENABLE ROW LEVEL SECURITY;
+     ALTER TABLE l2_insights ENABLE ROW LEVEL SECURITY;
+     ALTER TABLE search_postings ENABLE ROW LEVEL SECURITY;";
+
 pub async fn seed(
     url: &str,
     vocabulary: &Vocabulary,
@@ -57,7 +66,9 @@ pub async fn seed(
 ) -> Result<Seeded> {
     let pool = PgPoolOptions::new()
         .max_connections(4)
-        .connect(url)
+        // Seeded as tenant `default` (row-level security, migration V7), the tenant the server
+        // under test serves.
+        .connect(&pg_harness::url_with_tenant(url, "default"))
         .await
         .context("connect to the benchmark database")?;
     let indexes: Vec<(String, String)> = sqlx::query_as(
@@ -79,6 +90,13 @@ pub async fn seed(
             .with_context(|| format!("drop index {name}"))?;
     }
 
+    // PostgreSQL refuses COPY FROM into a table under row-level security (V7): the owner lifts
+    // it for the load and forces it again right after (every row is tenant `default`, the
+    // session's setting).
+    sqlx::raw_sql(RLS_OFF)
+        .execute(&pool)
+        .await
+        .context("lift row-level security for the COPY")?;
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
     copy_turns(conn.as_mut(), vocabulary, turns).await?;
@@ -96,6 +114,10 @@ pub async fn seed(
     .await?;
     drop(conn);
     let copy = started.elapsed();
+    sqlx::raw_sql(RLS_ON)
+        .execute(&pool)
+        .await
+        .context("restore row-level security after the COPY")?;
 
     // Rebuild the indexes side by side, each on its own connection.
     let started = Instant::now();
@@ -251,7 +273,7 @@ async fn copy_rows(
 /// `"w1 w2"` phrases of adjacent words from `count` random seeded turns (lower case, without
 /// punctuation), so that every phrase query has at least one hit.
 pub async fn phrases(url: &str, count: usize, turns: usize, rng: &mut Rng) -> Result<Vec<String>> {
-    let mut conn = PgConnection::connect(url).await?;
+    let mut conn = PgConnection::connect(&pg_harness::url_with_tenant(url, "default")).await?;
     let ids: Vec<i64> = (0..count).map(|_| rng.range(1, turns + 1) as i64).collect();
     let texts: Vec<String> = sqlx::query_scalar("SELECT content FROM l0_raw WHERE id = ANY($1)")
         .bind(&ids)

@@ -35,6 +35,7 @@ pub async fn fresh() -> (TestDatabase, PgPool) {
         .fresh_database()
         .await
         .expect("a fresh test database");
-    let pool = pool(&database.url).await;
+    // Plain SQL on the memory tables below runs as tenant `default` (row-level security, V7).
+    let pool = pool(&pg_harness::url_with_tenant(&database.url, "default")).await;
     (database, pool)
 }

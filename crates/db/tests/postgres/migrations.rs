@@ -13,6 +13,7 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "V2__search_ranking",
             "V3__lifecycle",
             "V6__search_postings",
+            "V7__tenancy",
             "V8__search_document_once",
             "V9__search_query_stop_words"
         ]
@@ -35,6 +36,7 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "l0_raw",
             "l2_insights",
             "lifecycle_status",
+            "memory_tenants",
             "refinery_schema_history",
             "search_postings"
         ]

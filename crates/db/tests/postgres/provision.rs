@@ -85,8 +85,16 @@ async fn environments_are_separated_by_role_and_database() {
     assert!(!again.changed(), "{again}");
 
     // Each role reaches its own database (its password is a SCRAM verifier computed client-side) ...
-    let dev_pool = crate::common::pool(&url_for(Environment::Development, DEV_PASSWORD)).await;
-    let prod_pool = crate::common::pool(&url_for(Environment::Production, PROD_PASSWORD)).await;
+    let dev_pool = crate::common::pool(&pg_harness::url_with_tenant(
+        &url_for(Environment::Development, DEV_PASSWORD),
+        "default",
+    ))
+    .await;
+    let prod_pool = crate::common::pool(&pg_harness::url_with_tenant(
+        &url_for(Environment::Production, PROD_PASSWORD),
+        "default",
+    ))
+    .await;
     // ... and not the other's: CONNECT is revoked from PUBLIC.
     let crossing = url_for(Environment::Development, DEV_PASSWORD)
         .replace("/cognitive_memory_dev?", "/cognitive_memory?");

@@ -71,9 +71,9 @@ impl Principal {
     }
 }
 
-/// The tenant stdio serves. (The tenancy side makes this `memory.tenant`.)
-pub fn stdio_tenant(_config: &AppConfig) -> Tenant {
-    Tenant::default()
+/// The tenant stdio serves: `memory.tenant`.
+pub fn stdio_tenant(config: &AppConfig) -> Tenant {
+    config.memory.tenant()
 }
 
 /// The principal of a stdio session: the client launched us, so it holds every scope.

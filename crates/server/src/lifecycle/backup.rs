@@ -8,6 +8,13 @@
 //! Files: `cognitive-memory-<env>-<UTC time>.dump` (custom format, mode 0600) and
 //! `….manifest.json` beside it. Both are written to a hidden temporary name, fsynced, renamed
 //! and the directory fsynced, so a crash or a full disk never leaves a file that looks complete.
+//!
+//! Tenants: a backup holds every tenant. Under the forced row-level security of the memory
+//! tables (migration V7) the login role sees one tenant at a time and `pg_dump` refuses to dump
+//! such tables, so the snapshot, its row counts and `pg_dump` use `backup.database_url`: a role
+//! that bypasses row-level security (BYPASSRLS, or a superuser) and may read every table
+//! (`pg_read_all_data`). Unset, `database.url` is used, and the backup fails with a hint rather
+//! than produce a dump without the memories (docs/tenancy.md, "Backups").
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -18,6 +25,7 @@ use std::process::Stdio;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use config_core::{Environment, Loaded};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
@@ -190,11 +198,19 @@ async fn take(
     let (major, server_version) = tools::server_version(pool).await?;
     let tools = tools::find(config.backup.pg_bin_dir.as_deref(), major)?;
     prepare_dir(dir)?;
-    let libpq = LibpqEnv::from_url(&config.database.url)?;
     let fingerprint = db::fingerprint(pool).await?;
+    // Every tenant's rows: read by the backup role (BYPASSRLS), see the module documentation.
+    let (reader, libpq) = match &config.backup.database_url {
+        Some(url) => (
+            Some(reader_pool(url, config).await?),
+            LibpqEnv::from_url(url)?,
+        ),
+        None => (None, LibpqEnv::from_url(&config.database.url)?),
+    };
+    let reading = reader.as_ref().unwrap_or(pool);
 
     // The snapshot stays open until pg_dump has finished reading it.
-    let mut snapshot_tx = pool
+    let mut snapshot_tx = reading
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
         .map_err(LifecycleError::query("open the backup snapshot"))?;
@@ -228,6 +244,9 @@ async fn take(
         .commit()
         .await
         .map_err(LifecycleError::query("close the backup snapshot"))?;
+    if let Some(reader) = reader {
+        reader.close().await;
+    }
 
     let manifest = Manifest {
         format: MANIFEST_FORMAT.to_owned(),
@@ -275,6 +294,34 @@ async fn take(
         seconds: started.elapsed().as_secs_f64(),
         pruned,
     })
+}
+
+/// A small pool of `backup.database_url`, the role that reads every tenant.
+async fn reader_pool(url: &SecretString, config: &AppConfig) -> Result<PgPool, LifecycleError> {
+    let mut options: sqlx::postgres::PgConnectOptions =
+        url.expose_secret().trim().parse().map_err(|_| {
+            LifecycleError::Setup(
+                "backup.database_url is not a valid PostgreSQL URL (postgres://user:password@host:port/database)"
+                    .to_owned(),
+            )
+        })?;
+    if let Some(cert) = &config.database.ssl_root_cert {
+        options = options.ssl_root_cert(cert.as_str());
+    }
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(
+            config.database.acquire_timeout_secs.max(5),
+        ))
+        .connect_with(options)
+        .await
+        .map_err(|err| {
+            LifecycleError::Database(db::DbError::Query {
+                context: "connect with backup.database_url".to_owned(),
+                // The driver's message names no password.
+                reason: err.to_string(),
+            })
+        })
 }
 
 /// Creates the directory (mode 0700) if needed and proves it writable.
@@ -353,8 +400,13 @@ async fn dump(
         .map_err(|err| LifecycleError::Failed(format!("pg_dump did not finish: {err}")))?;
     let errors = errors.await.unwrap_or_default();
     if !status.success() {
+        let hint = if errors.contains("row-level security") {
+            " (the memory tables are under row-level security: set backup.database_url to a role with BYPASSRLS, see docs/tenancy.md)"
+        } else {
+            ""
+        };
         return Err(LifecycleError::Failed(format!(
-            "pg_dump failed ({status}): {}; nothing was kept",
+            "pg_dump failed ({status}): {}{hint}; nothing was kept",
             errors.trim()
         )));
     }

@@ -6,6 +6,10 @@
 //! gets a `ref` numbered from 1 in export order, and insights cite turns by `source_refs`. So an
 //! export, imported into an empty database and exported again, is the same file apart from the
 //! header. A session or time filter keeps only the citations of turns inside the export.
+//!
+//! One file holds one tenant's memories (`--tenant`, default `memory.tenant`), named in the
+//! header; the export reads them with that tenant set (row-level security, migration V7). A copy
+//! of every tenant at once is a backup.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,6 +24,8 @@ use super::{LifecycleError, report, runtime};
 use crate::cli::ExportArgs;
 use crate::config::AppConfig;
 use crate::exit;
+use crate::memory::begin_statement;
+use crate::tenancy::Tenant;
 
 const TURNS: &str = include_str!("sql/export_turns.sql");
 const INSIGHTS: &str = include_str!("sql/export_insights.sql");
@@ -39,6 +45,9 @@ pub enum Line {
         database: String,
         session: Option<String>,
         since: Option<String>,
+        /// Whose memories the file holds (files from before tenancy have none: `default`).
+        #[serde(default)]
+        tenant: Option<String>,
     },
     Turn {
         #[serde(rename = "ref")]
@@ -74,11 +83,14 @@ pub fn command(loaded: &Loaded<AppConfig>, args: &ExportArgs) -> u8 {
         let pool = super::connect(&loaded.config.database).await?;
         let result = async {
             db::check_stamp(&pool, environment).await?;
+            let tenant =
+                super::tenant_argument(args.tenant.as_deref(), &loaded.config, "--tenant")?;
             let stdout = std::io::stdout().lock();
             let mut out = std::io::BufWriter::new(stdout);
             export(
                 &pool,
                 environment,
+                &tenant,
                 args.session.as_deref(),
                 args.since.as_deref(),
                 &mut out,
@@ -91,7 +103,12 @@ pub fn command(loaded: &Loaded<AppConfig>, args: &ExportArgs) -> u8 {
     });
     match result {
         Ok((turns, insights)) => {
-            eprintln!("exported {turns} turn(s) and {insights} insight(s) from {environment}");
+            eprintln!(
+                "exported {turns} turn(s) and {insights} insight(s) of tenant {} from {environment}",
+                args.tenant
+                    .as_deref()
+                    .unwrap_or(&loaded.config.memory.tenant)
+            );
             exit::OK
         }
         Err(err) => report(&err),
@@ -102,6 +119,7 @@ pub fn command(loaded: &Loaded<AppConfig>, args: &ExportArgs) -> u8 {
 pub async fn export(
     pool: &PgPool,
     environment: Environment,
+    tenant: &Tenant,
     session: Option<&str>,
     since: Option<&str>,
     out: &mut impl Write,
@@ -137,12 +155,19 @@ pub async fn export(
             database,
             session: session.map(str::to_owned),
             since: since.map(str::to_owned),
+            tenant: Some(tenant.to_string()),
         },
         out,
     )?;
     // One snapshot for both tables, so every cited turn of a full export is in it.
+    // ... of the tenant only (row-level security).
+    let begin = begin_statement(tenant).replacen(
+        "BEGIN",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        1,
+    );
     let mut tx = pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .begin_with(sqlx::AssertSqlSafe(begin))
         .await
         .map_err(LifecycleError::query("start the export"))?;
     let mut refs: HashMap<i64, u64> = HashMap::new();

@@ -15,8 +15,11 @@ use sqlx::{PgConnection, PgPool};
 
 use super::export::{EXPORT_FORMAT, EXPORT_VERSION, Line};
 use super::{LifecycleError, report, runtime};
+use crate::cli::ImportArgs;
 use crate::config::AppConfig;
 use crate::exit;
+use crate::memory::begin_for_tenant;
+use crate::tenancy::{DEFAULT_TENANT, Tenant};
 
 const FIND_TURN: &str = include_str!("sql/import_find_turn.sql");
 const INSERT_TURN: &str = include_str!("sql/import_insert_turn.sql");
@@ -32,7 +35,7 @@ pub struct Imported {
     pub insights_present: u64,
 }
 
-pub fn command(loaded: &Loaded<AppConfig>) -> u8 {
+pub fn command(loaded: &Loaded<AppConfig>, args: &ImportArgs) -> u8 {
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -42,7 +45,21 @@ pub fn command(loaded: &Loaded<AppConfig>) -> u8 {
         let pool = super::connect(&loaded.config.database).await?;
         let result = async {
             db::check_stamp(&pool, environment).await?;
-            import(&pool, environment, std::io::stdin().lock()).await
+            let tenant =
+                super::tenant_argument(args.tenant.as_deref(), &loaded.config, "--tenant")?;
+            let from_tenant = args
+                .from_tenant
+                .as_deref()
+                .map(|name| super::tenant_argument(Some(name), &loaded.config, "--from-tenant"))
+                .transpose()?;
+            import(
+                &pool,
+                environment,
+                &tenant,
+                from_tenant.as_ref(),
+                std::io::stdin().lock(),
+            )
+            .await
         }
         .await;
         pool.close().await;
@@ -67,13 +84,17 @@ fn bad(line: usize, reason: impl std::fmt::Display) -> LifecycleError {
 }
 
 /// Imports the lines of `input` in one transaction.
+/// Imports into `tenant`. A file whose header names another tenant (a file without one is of
+/// `default`) is refused before anything is written, unless `from_tenant` names the file's
+/// tenant: moving memories between tenants is deliberate.
 pub async fn import(
     pool: &PgPool,
     environment: Environment,
+    tenant: &Tenant,
+    from_tenant: Option<&Tenant>,
     input: impl BufRead,
 ) -> Result<Imported, LifecycleError> {
-    let mut tx = pool
-        .begin()
+    let mut tx = begin_for_tenant(pool, tenant)
         .await
         .map_err(LifecycleError::query("start the import"))?;
     let mut done = Imported::default();
@@ -97,6 +118,7 @@ pub async fn import(
                 format,
                 version,
                 environment: from,
+                tenant: file_tenant,
                 ..
             } => {
                 if header || number != 1 {
@@ -107,6 +129,23 @@ pub async fn import(
                         number,
                         format!("this is not a version {EXPORT_VERSION} {EXPORT_FORMAT} file"),
                     ));
+                }
+                let file_tenant = file_tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+                match from_tenant {
+                    Some(named) if named.as_str() != file_tenant => {
+                        return Err(LifecycleError::Refused(format!(
+                            "--from-tenant {named} was given, but the file holds the memories of tenant {file_tenant}; nothing was imported"
+                        )));
+                    }
+                    None if file_tenant != tenant.as_str() => {
+                        return Err(LifecycleError::Refused(format!(
+                            "the file holds the memories of tenant {file_tenant} and the target is tenant {tenant}; to import them into {tenant} on purpose, add --from-tenant {file_tenant} (or choose the tenant with --tenant); nothing was imported"
+                        )));
+                    }
+                    _ => {}
+                }
+                if file_tenant != tenant.as_str() {
+                    eprintln!("importing memories of tenant {file_tenant} into tenant {tenant}");
                 }
                 if from != environment {
                     eprintln!("importing memories exported from {from} into {environment}");

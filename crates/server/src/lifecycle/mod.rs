@@ -98,6 +98,19 @@ pub(crate) async fn connect(database: &db::DatabaseConfig) -> Result<sqlx::PgPoo
     .await
 }
 
+/// The tenant a command's `flag` names, or `memory.tenant` without it.
+pub(crate) fn tenant_argument(
+    value: Option<&str>,
+    config: &crate::config::AppConfig,
+    flag: &str,
+) -> Result<crate::tenancy::Tenant, LifecycleError> {
+    match value {
+        Some(name) => crate::tenancy::Tenant::new(name)
+            .map_err(|err| LifecycleError::Refused(format!("{flag}: {err}"))),
+        None => Ok(config.memory.tenant()),
+    }
+}
+
 /// Prints the error for the operator and returns its exit code.
 pub(crate) fn report(err: &LifecycleError) -> u8 {
     eprintln!("error: {err}");

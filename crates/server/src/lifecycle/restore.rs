@@ -22,6 +22,8 @@ use super::{LifecycleError, operator, report, runtime};
 use crate::cli::RestoreArgs;
 use crate::config::AppConfig;
 use crate::exit;
+use crate::memory::begin_for_tenant;
+use crate::tenancy::Tenant;
 
 const CLEAR: &str = include_str!("sql/restore_clear.sql");
 const COUNTS: &str = include_str!("sql/restore_counts.sql");
@@ -156,14 +158,9 @@ async fn restore(
             fingerprint.hash, manifest.schema_fingerprint
         )));
     }
-    let row = sqlx::query(COUNTS)
-        .fetch_one(pool)
-        .await
-        .map_err(LifecycleError::query("count the restored rows"))?;
+    let counts = count_every_tenant(pool).await?;
     for (table, expected) in &manifest.row_counts {
-        let found: i64 = row
-            .try_get(table.as_str())
-            .map_err(LifecycleError::query("count the restored rows"))?;
+        let found = counts.get(table.as_str()).copied().unwrap_or(0);
         if u64::try_from(found).ok() != Some(*expected) {
             return Err(LifecycleError::Failed(format!(
                 "restored {database}, but {table} holds {found} rows where the manifest says {expected}"
@@ -182,6 +179,63 @@ async fn restore(
     ))
 }
 
+/// Rows per table of [`COUNTS`], summed over every tenant: under the row-level security of
+/// migration V7 one statement counts one tenant's rows, so each tenant listed in
+/// `memory_tenants` is counted in a transaction of its own (before V7: one plain count).
+async fn count_every_tenant(
+    pool: &PgPool,
+) -> Result<std::collections::BTreeMap<&'static str, i64>, LifecycleError> {
+    let context = "count the rows of every tenant";
+    let has_tenants: bool = sqlx::query_scalar(TABLE_EXISTS)
+        .bind("memory_tenants")
+        .fetch_one(pool)
+        .await
+        .map_err(LifecycleError::query(context))?;
+    let tenants: Vec<Option<Tenant>> = if has_tenants {
+        let names: Vec<String> = sqlx::query_scalar("SELECT tenant FROM memory_tenants")
+            .fetch_all(pool)
+            .await
+            .map_err(LifecycleError::query(context))?;
+        names
+            .into_iter()
+            .filter_map(|name| Tenant::new(name).ok())
+            .map(Some)
+            .collect()
+    } else {
+        vec![None]
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    let stamp: i64 = sqlx::query_scalar("SELECT count(*) FROM environment_stamp")
+        .fetch_one(pool)
+        .await
+        .map_err(LifecycleError::query(context))?;
+    counts.insert("environment_stamp", stamp);
+    for tenant in tenants {
+        let row = match &tenant {
+            Some(tenant) => {
+                let mut tx = begin_for_tenant(pool, tenant)
+                    .await
+                    .map_err(LifecycleError::query(context))?;
+                let row = sqlx::query(COUNTS)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(LifecycleError::query(context))?;
+                tx.commit().await.map_err(LifecycleError::query(context))?;
+                row
+            }
+            None => sqlx::query(COUNTS)
+                .fetch_one(pool)
+                .await
+                .map_err(LifecycleError::query(context))?,
+        };
+        for table in ["l0_raw", "l2_insights"] {
+            let n: i64 = row.try_get(table).map_err(LifecycleError::query(context))?;
+            *counts.entry(table).or_insert(0) += n;
+        }
+    }
+    Ok(counts)
+}
+
 /// The target's name, once it may be overwritten: stamped for `environment` (or not stamped
 /// at all) and, without `replace`, holding no memories.
 async fn check_target(
@@ -198,19 +252,15 @@ async fn check_target(
         .await
         .map_err(LifecycleError::query("name the target database"))?;
     let mut held = Vec::new();
-    for (table, what) in [("l0_raw", "turns"), ("l2_insights", "insights")] {
-        let exists: bool = sqlx::query_scalar(TABLE_EXISTS)
-            .bind(table)
-            .fetch_one(pool)
-            .await
-            .map_err(LifecycleError::query("inspect the target database"))?;
-        if exists {
-            // `table` is one of two constants.
-            let rows: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                    .fetch_one(pool)
-                    .await
-                    .map_err(LifecycleError::query("inspect the target database"))?;
+    let exists: bool = sqlx::query_scalar(TABLE_EXISTS)
+        .bind("l0_raw")
+        .fetch_one(pool)
+        .await
+        .map_err(LifecycleError::query("inspect the target database"))?;
+    if exists {
+        let counts = count_every_tenant(pool).await?;
+        for (table, what) in [("l0_raw", "turns"), ("l2_insights", "insights")] {
+            let rows = counts.get(table).copied().unwrap_or(0);
             if rows > 0 {
                 held.push(format!("{rows} {what}"));
             }

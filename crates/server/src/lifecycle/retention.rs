@@ -8,6 +8,11 @@
 //! another replica holds it, this one leaves the round to that replica (it works through a
 //! pooler in transaction mode too). The outcome — counts only, never content — is logged and
 //! recorded in `lifecycle_status`, where `memory_status` reads it.
+//!
+//! Tenants: under row-level security (migration V7) a statement sees one tenant's rows, the one
+//! its transaction sets. The run walks the tenants listed in `memory_tenants` (every tenant that
+//! ever stored a memory; the insert trigger registers it) and purges each in transactions of its
+//! own, so retention covers every tenant without any role that bypasses the policies.
 
 use std::time::Duration;
 
@@ -18,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::status;
 use crate::config::RetentionConfig;
-use crate::memory::UNLINK;
+use crate::memory::{UNLINK, begin_for_tenant};
+use crate::tenancy::Tenant;
 
 const RAW_BATCH: &str = include_str!("sql/retention_raw.sql");
 const INSIGHT_BATCH: &str = include_str!("sql/retention_insights.sql");
@@ -118,9 +124,39 @@ pub fn spawn(pool: PgPool, policy: Policy, stop: CancellationToken) -> JoinHandl
     })
 }
 
-/// One retention run: expired turns, then expired insights, batch by batch.
+const TENANTS: &str = "SELECT tenant FROM memory_tenants ORDER BY tenant";
+
+/// One retention run over every tenant: for each, expired turns, then expired insights, batch by
+/// batch.
 pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Error> {
     let mut purged = Purged::default();
+    if policy.raw_days == 0 && policy.insight_days == 0 {
+        return Ok(purged);
+    }
+    let names: Vec<String> = sqlx::query_scalar(TENANTS)
+        .persistent(false)
+        .fetch_all(pool)
+        .await?;
+    for name in names {
+        // The table's CHECK admits only valid names.
+        let Ok(tenant) = Tenant::new(name) else {
+            continue;
+        };
+        run_tenant(pool, policy, &tenant, &mut purged).await?;
+        if purged.yielded {
+            break;
+        }
+    }
+    Ok(purged)
+}
+
+/// The expired memories of one tenant.
+async fn run_tenant(
+    pool: &PgPool,
+    policy: &Policy,
+    tenant: &Tenant,
+    purged: &mut Purged,
+) -> Result<(), sqlx::Error> {
     let tables = [
         (policy.raw_days, RAW_BATCH, true),
         (policy.insight_days, INSIGHT_BATCH, false),
@@ -130,7 +166,7 @@ pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Er
             continue;
         }
         loop {
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_for_tenant(pool, tenant).await?;
             let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
                 .persistent(false)
                 .bind(RETENTION_LOCK_KEY)
@@ -138,7 +174,7 @@ pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Er
                 .await?;
             if !locked {
                 purged.yielded = true;
-                return Ok(purged);
+                return Ok(());
             }
             let deleted: Vec<i64> = sqlx::query_scalar(statement)
                 .persistent(false)
@@ -170,5 +206,5 @@ pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Er
             tokio::time::sleep(policy.batch_pause).await;
         }
     }
-    Ok(purged)
+    Ok(())
 }

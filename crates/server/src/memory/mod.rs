@@ -16,6 +16,7 @@
 
 mod params;
 mod postings;
+mod scope;
 mod search;
 mod store;
 mod write_batch;
@@ -29,6 +30,7 @@ pub use params::{
     StoredInsight, StoredTurn, Turn,
 };
 pub use postings::SearchPathCounts;
+pub(crate) use scope::{begin as begin_for_tenant, begin_statement};
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;
 pub(crate) use store::UNLINK;

@@ -289,6 +289,14 @@ pub struct ForgetReport {
 /// The store's database and how much it holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct StoreStatus {
+    /// Whose memories the counts are: the tenant this request resolved to.
+    pub tenant: String,
+    /// Whether row-level security binds the memory tables (migration V7), so no statement
+    /// sees another tenant's rows.
+    pub row_level_security: bool,
+    /// Whether the search operators are LEAKPROOF, so the full-text indexes serve searches
+    /// under row-level security (`setup-db` declares them where it may; see docs/tenancy.md).
+    pub search_indexes_under_rls: bool,
     /// The connected database's name.
     pub database: String,
     /// Version of the newest applied migration; `null` if none was applied.

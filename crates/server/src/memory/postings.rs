@@ -50,6 +50,7 @@ use super::search::{Ranked, best_first};
 use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
 use crate::telemetry;
+use crate::tenancy::Tenant;
 
 const QUERY_LEXEMES: &str = include_str!("sql/query_lexemes.sql");
 const POSTINGS: &str = include_str!("sql/postings.sql");
@@ -316,9 +317,10 @@ impl MemoryStore {
     /// positive part does not parse.
     pub(super) async fn postings_query(
         &self,
+        tenant: &Tenant,
         query: &str,
     ) -> Result<Option<PostingsQuery>, MemoryError> {
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let row = telemetry::statement(
             "SELECT query_lexemes",
             sqlx::query(QUERY_LEXEMES)
@@ -359,6 +361,7 @@ impl MemoryStore {
     /// reached by [`MAX_DEPTH`] or within [`RANK_BUDGET`] (the caller ranks every match).
     pub(super) async fn best_by_postings(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         query: &PostingsQuery,
         limit: u32,
@@ -402,7 +405,7 @@ impl MemoryStore {
         let chunk = k.saturating_mul(2).clamp(EXACT_CHUNK.0, EXACT_CHUNK.1);
         let mut depth = FIRST_DEPTH.max(k.saturating_mul(4));
         loop {
-            let (lists, rows) = self.postings_round(layer, lexemes, depth).await?;
+            let (lists, rows) = self.postings_round(tenant, layer, lexemes, depth).await?;
             let exhausted: Vec<bool> = lists.iter().map(|l| l.read < depth).collect();
             let bounds: Vec<f64> = lists
                 .iter()
@@ -486,7 +489,9 @@ impl MemoryStore {
                 if exact.len() + batch.len() > RANK_BUDGET {
                     return Ok(None);
                 }
-                let ranked = self.exact_ranks(layer, &query.tsquery, &batch, now).await?;
+                let ranked = self
+                    .exact_ranks(tenant, layer, &query.tsquery, &batch, now)
+                    .await?;
                 for id in &batch {
                     exact.insert(*id, None);
                 }
@@ -517,6 +522,7 @@ impl MemoryStore {
     /// (list index, id, impact, created).
     async fn postings_round(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         lexemes: &[String],
         depth: usize,
@@ -525,7 +531,7 @@ impl MemoryStore {
             ItemLayer::Raw => "r",
             ItemLayer::Insight => "i",
         };
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let result = telemetry::statement(
             "SELECT search_postings",
             sqlx::query(POSTINGS)
@@ -575,6 +581,7 @@ impl MemoryStore {
     /// expressions).
     async fn exact_ranks(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         tsquery: &str,
         ids: &[i64],
@@ -596,7 +603,7 @@ impl MemoryStore {
         };
         // Unnamed: planned for these values, so the tsquery is parsed once (see the SQL).
         let statement = statement.bind(now).persistent(false);
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let summary = match layer {
             ItemLayer::Raw => "SELECT l0_raw candidates",
             ItemLayer::Insight => "SELECT l2_insights candidates",

@@ -27,6 +27,7 @@ use super::postings::PostingsQuery;
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
 use crate::telemetry;
+use crate::tenancy::Tenant;
 
 const RAW_BEST: &str = include_str!("sql/raw_best.sql");
 const INSIGHTS_BEST: &str = include_str!("sql/insights_best.sql");
@@ -185,7 +186,11 @@ impl MemoryStore {
     /// documentation. With `session_id`, raw turns are filtered to that session; insights are
     /// not (see [`SearchMemory`]). A query without any word (only punctuation) finds nothing;
     /// one with only excluded words (`-word`) is [`MemoryError::Invalid`].
-    pub async fn search(&self, p: SearchMemory) -> Result<SearchResults, MemoryError> {
+    pub async fn search(
+        &self,
+        tenant: &Tenant,
+        p: SearchMemory,
+    ) -> Result<SearchResults, MemoryError> {
         let (layer, limit) = p.validate(self.limits())?;
         let session = p.session_id.as_deref();
         // One instant for the recency boost of both layers.
@@ -200,7 +205,7 @@ impl MemoryStore {
         let postings_query = if settings.postings
             && (settings.postings_beyond_or || written_as_or_query(&p.query))
         {
-            self.postings_query(&p.query).await?
+            self.postings_query(tenant, &p.query).await?
         } else {
             None
         };
@@ -211,6 +216,7 @@ impl MemoryStore {
                 return Ok(Vec::new());
             }
             self.best_of_layer(
+                tenant,
                 ItemLayer::Raw,
                 &p.query,
                 session,
@@ -225,6 +231,7 @@ impl MemoryStore {
                 return Ok(Vec::new());
             }
             self.best_of_layer(
+                tenant,
                 ItemLayer::Insight,
                 &p.query,
                 None,
@@ -240,10 +247,10 @@ impl MemoryStore {
         ranked.sort_by(best_first);
         ranked.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         if ranked.is_empty() {
-            self.explain_no_hits(&p.query).await?;
+            self.explain_no_hits(tenant, &p.query).await?;
             return Ok(SearchResults { hits: Vec::new() });
         }
-        let hits = self.hit_details(&p.query, &ranked).await?;
+        let hits = self.hit_details(tenant, &p.query, &ranked).await?;
         Ok(SearchResults { hits })
     }
 
@@ -252,8 +259,10 @@ impl MemoryStore {
     /// smaller than [`SESSION_SCAN_MAX`]; otherwise every match ranked ([`RAW_BEST`],
     /// [`INSIGHTS_BEST`]). All give the same hits; with [`SearchSettings::postings`] off only
     /// the last is used (the reference the tests compare with).
+    #[allow(clippy::too_many_arguments)]
     async fn best_of_layer(
         &self,
+        tenant: &Tenant,
         layer: ItemLayer,
         query: &str,
         session: Option<&str>,
@@ -264,7 +273,7 @@ impl MemoryStore {
         if let Some(postings_query) = postings_query
             && session.is_none()
             && let Some(best) = self
-                .best_by_postings(layer, postings_query, limit, now)
+                .best_by_postings(tenant, layer, postings_query, limit, now)
                 .await?
         {
             self.search_paths().count_postings();
@@ -273,11 +282,12 @@ impl MemoryStore {
         if let Some(session) = session
             && layer == ItemLayer::Raw
             && self.search_settings().postings
-            && self.session_size(session).await? < SESSION_SCAN_MAX
+            && self.session_size(tenant, session).await? < SESSION_SCAN_MAX
         {
             self.search_paths().count_session();
             return self
                 .ranked_rows(
+                    tenant,
                     RAW_SESSION_BEST,
                     layer,
                     query,
@@ -292,12 +302,13 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(sql, layer, query, limit, extra, now).await
+        self.ranked_rows(tenant, sql, layer, query, limit, extra, now)
+            .await
     }
 
     /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
-    async fn session_size(&self, session: &str) -> Result<i64, MemoryError> {
-        let mut lease = self.lease().await?;
+    async fn session_size(&self, tenant: &Tenant, session: &str) -> Result<i64, MemoryError> {
+        let mut lease = self.lease(tenant).await?;
         let turns: i64 = telemetry::statement(
             "SELECT l0_raw session size",
             sqlx::query_scalar(SESSION_SIZE)
@@ -311,8 +322,10 @@ impl MemoryStore {
         Ok(turns)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn ranked_rows(
         &self,
+        tenant: &Tenant,
         sql: &'static str,
         layer: ItemLayer,
         query: &str,
@@ -339,7 +352,7 @@ impl MemoryStore {
             (ItemLayer::Raw, false) => "SELECT l0_raw ranked",
             (ItemLayer::Insight, _) => "SELECT l2_insights ranked",
         };
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
         lease.done().await?;
         rows.iter()
@@ -348,7 +361,12 @@ impl MemoryStore {
             .map_err(MemoryError::from)
     }
 
-    async fn hit_details(&self, query: &str, ranked: &[Ranked]) -> Result<Vec<Hit>, MemoryError> {
+    async fn hit_details(
+        &self,
+        tenant: &Tenant,
+        query: &str,
+        ranked: &[Ranked],
+    ) -> Result<Vec<Hit>, MemoryError> {
         let layers: Vec<&str> = ranked
             .iter()
             .map(|r| match r.layer {
@@ -357,7 +375,7 @@ impl MemoryStore {
             })
             .collect();
         let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = telemetry::statement(
             "SELECT hit_details",
             sqlx::query(HIT_DETAILS)
@@ -393,8 +411,8 @@ impl MemoryStore {
     }
 
     /// After a search without hits: an error if the query could never match.
-    async fn explain_no_hits(&self, query: &str) -> Result<(), MemoryError> {
-        let mut lease = self.lease().await?;
+    async fn explain_no_hits(&self, tenant: &Tenant, query: &str) -> Result<(), MemoryError> {
+        let mut lease = self.lease(tenant).await?;
         let row = telemetry::statement(
             "SELECT query_shape",
             sqlx::query(QUERY_SHAPE)

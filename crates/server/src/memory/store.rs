@@ -10,6 +10,7 @@ use sqlx::{PgPool, Row};
 
 use super::params::{ForgetTarget, resolve_limit};
 use super::postings::{SearchPathCounts, SearchPaths};
+use super::scope;
 use super::search::SearchSettings;
 use super::write_batch::{RawTurn, Target, WriteBatchSettings, WriteBatcher};
 use super::{
@@ -53,13 +54,15 @@ const INSERT_INSIGHT: &str = concat!(
 );
 
 /// The newest `$3` turns of session `$1` below id `$2`, newest first (read through the
-/// `(session_id, id)` index backwards).
+/// `(tenant, session_id, id)` index backwards). Statements that read through an index leading
+/// with the tenant repeat the row-level security policy's condition, so the index serves them
+/// whatever the policies.
 const SESSION_PAGE: &str = concat!(
     "SELECT id, speaker, content, metadata::text AS metadata, ",
     rfc3339!("created_at"),
     " AS created_at
      FROM l0_raw
-     WHERE session_id = $1 AND id < $2
+     WHERE tenant = current_setting('app.tenant', true) AND session_id = $1 AND id < $2
      ORDER BY id DESC
      LIMIT $3"
 );
@@ -82,7 +85,10 @@ macro_rules! delete_in_order {
     };
 }
 
-const DELETE_SESSION: &str = delete_in_order!("l0_raw", "session_id = $1");
+const DELETE_SESSION: &str = delete_in_order!(
+    "l0_raw",
+    "tenant = current_setting('app.tenant', true) AND session_id = $1"
+);
 const DELETE_RAW: &str = delete_in_order!("l0_raw", "id = ANY($1::bigint[])");
 const DELETE_INSIGHTS: &str = delete_in_order!("l2_insights", "id = ANY($1::bigint[])");
 
@@ -102,10 +108,20 @@ pub(crate) const UNLINK: &str = "UPDATE l2_insights AS i
      WHERE i.source_ids && $1::bigint[]
      RETURNING i.id";
 
+/// The counts are the tenant's (row-level security); the two flags describe the database
+/// (db::tenancy_state says the same for `doctor`).
 const STATUS: &str = "SELECT current_database()::text AS database,
             to_regclass('refinery_schema_history') IS NOT NULL AS has_history,
             (SELECT count(*) FROM l0_raw) AS raw_turns,
-            (SELECT count(*) FROM l2_insights) AS insights";
+            (SELECT count(*) FROM l2_insights) AS insights,
+            coalesce((SELECT bool_and(c.relrowsecurity AND c.relforcerowsecurity)
+                      FROM pg_class c
+                      WHERE c.oid IN ('l0_raw'::regclass, 'l2_insights'::regclass)), false) AS rls,
+            coalesce((SELECT bool_and(p.proleakproof)
+                      FROM pg_proc p
+                      WHERE p.oid IN ('pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure,
+                                      'pg_catalog.arrayoverlap(anyarray, anyarray)'::regprocedure)),
+                     false) AS leakproof";
 
 const SCHEMA_VERSION: &str = "SELECT max(version) FROM refinery_schema_history";
 
@@ -117,6 +133,7 @@ const RECENT_INSIGHTS: &str = concat!(
     rfc3339!("created_at"),
     " AS created_at
      FROM l2_insights
+     WHERE tenant = current_setting('app.tenant', true)
      ORDER BY id DESC
      LIMIT $1"
 );
@@ -209,14 +226,21 @@ impl MemoryStore {
         self.named_statements
     }
 
-    /// A connection for one operation. With unnamed statements (behind a pooler in transaction
-    /// mode) it holds a transaction: sqlx sends Parse/Describe and Bind/Execute as two
-    /// exchanges, each ending in Sync, and between them PgBouncer would hand the server
-    /// connection — and its unnamed statement — to another client. An open transaction keeps
-    /// it. With named statements a plain pooled connection suffices. Every connection of the
-    /// tools comes through [`db::acquire`], which rides out a password rotation's window.
-    pub(super) async fn lease(&self) -> Result<Lease, sqlx::Error> {
-        lease_from(&self.pool, self.named_statements).await
+    /// A connection for one operation of `tenant`, with `app.tenant` set to it, so the
+    /// row-level security policies (migration V7) restrict every statement to its rows.
+    ///
+    /// With unnamed statements (behind a pooler in transaction mode) it holds a transaction,
+    /// begun with the tenant set for it (`set_config(.., true)`, in the same exchange as
+    /// `BEGIN`): sqlx sends Parse/Describe and Bind/Execute as two exchanges, each ending in
+    /// Sync, and between them PgBouncer would hand the server connection — and its unnamed
+    /// statement — to another client. An open transaction keeps it, and the setting ends with
+    /// it. With named statements (a direct connection, or a pooler in session mode) a plain
+    /// pooled connection suffices and the tenant is set for the session before the operation
+    /// (one short exchange): every operation sets its own tenant first, so a setting left on
+    /// a pooled connection is never the one a later operation runs with. Every connection of
+    /// the tools comes through [`db::acquire`], which rides out a password rotation's window.
+    pub(super) async fn lease(&self, tenant: &Tenant) -> Result<Lease, sqlx::Error> {
+        lease_from(&self.pool, self.named_statements, tenant).await
     }
 
     /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
@@ -234,12 +258,17 @@ impl MemoryStore {
         &self.limits
     }
 
-    /// Store one dialogue turn, committed on return. Concurrent calls are written together
-    /// (group commit, `write_batch.rs`): one statement for the turns queued at that moment.
-    pub async fn store_raw(&self, p: StoreRawDialogue) -> Result<StoredTurn, MemoryError> {
+    /// Store one dialogue turn of `tenant`, committed on return. Concurrent calls are written
+    /// together (group commit, `write_batch.rs`): one statement per tenant for the turns queued
+    /// at that moment.
+    pub async fn store_raw(
+        &self,
+        tenant: &Tenant,
+        p: StoreRawDialogue,
+    ) -> Result<StoredTurn, MemoryError> {
         let metadata = p.validate(&self.limits)?;
         let turn = RawTurn {
-            tenant: Tenant::default(),
+            tenant: tenant.clone(),
             speaker: p.speaker.as_str(),
             session_id: p.session_id,
             content: p.content,
@@ -255,9 +284,13 @@ impl MemoryStore {
     /// Store an insight. Its `source_ids` are checked and the cited turns locked in the same
     /// transaction as the insert; any unknown id fails the call with
     /// [`MemoryError::UnknownSources`] and nothing is stored.
-    pub async fn store_insight(&self, p: StoreInsight) -> Result<StoredInsight, MemoryError> {
+    pub async fn store_insight(
+        &self,
+        tenant: &Tenant,
+        p: StoreInsight,
+    ) -> Result<StoredInsight, MemoryError> {
         let insight = p.validate(&self.limits)?;
-        let mut tx = statement("BEGIN", connection(db::begin(&self.pool))).await?;
+        let mut tx = statement("BEGIN", connection(scope::begin(&self.pool, tenant))).await?;
         if !insight.source_ids.is_empty() {
             let missing: Vec<i64> = statement(
                 "SELECT l0_raw sources",
@@ -294,11 +327,15 @@ impl MemoryStore {
     /// One page of a session's turns in chronological order: the newest `limit` turns with an
     /// id below `before_id` (or overall). `next_before_id` is the smallest id returned when
     /// older turns exist. An unknown session yields an empty page.
-    pub async fn get_session(&self, p: GetSession) -> Result<SessionPage, MemoryError> {
+    pub async fn get_session(
+        &self,
+        tenant: &Tenant,
+        p: GetSession,
+    ) -> Result<SessionPage, MemoryError> {
         let limit = usize::try_from(p.validate(&self.limits)?).unwrap_or(usize::MAX);
         let before_id = p.before_id.unwrap_or(i64::MAX);
         // One more than asked for tells whether older turns exist.
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = statement(
             "SELECT l0_raw session",
             sqlx::query(SESSION_PAGE)
@@ -332,9 +369,9 @@ impl MemoryStore {
     /// Delete a session's raw turns, or listed raw turns and insights, in one transaction, and
     /// remove the deleted turns from the `source_ids` of the insights citing them. See
     /// [`Forget`] for exactly what is erased and what is kept.
-    pub async fn forget(&self, p: Forget) -> Result<ForgetReport, MemoryError> {
+    pub async fn forget(&self, tenant: &Tenant, p: Forget) -> Result<ForgetReport, MemoryError> {
         let target = p.validate()?;
-        let mut tx = statement("BEGIN", connection(db::begin(&self.pool))).await?;
+        let mut tx = statement("BEGIN", connection(scope::begin(&self.pool, tenant))).await?;
         let mut not_found = Vec::new();
         let (raw_deleted, insights_deleted): (Vec<i64>, Vec<i64>) = match &target {
             ForgetTarget::Session(session_id) => {
@@ -421,8 +458,8 @@ impl MemoryStore {
     /// The database's name, the newest applied migration and the number of stored items.
     /// Counts are exact (`count(*)`), so this reads both tables' visibility maps or rows: fine
     /// for a status tool, too heavy for a liveness probe.
-    pub async fn status(&self) -> Result<StoreStatus, MemoryError> {
-        let mut lease = self.lease().await?;
+    pub async fn status(&self, tenant: &Tenant) -> Result<StoreStatus, MemoryError> {
+        let mut lease = self.lease(tenant).await?;
         let row = statement(
             "SELECT status",
             sqlx::query(STATUS)
@@ -446,6 +483,9 @@ impl MemoryStore {
         let raw_turns: i64 = row.try_get("raw_turns")?;
         let insights: i64 = row.try_get("insights")?;
         Ok(StoreStatus {
+            tenant: tenant.to_string(),
+            row_level_security: row.try_get("rls")?,
+            search_indexes_under_rls: row.try_get("leakproof")?,
             database: row.try_get("database")?,
             schema_version,
             raw_turns: u64::try_from(raw_turns).unwrap_or_default(),
@@ -455,9 +495,13 @@ impl MemoryStore {
 
     /// The `limit` most recently stored insights, newest first. `limit` must be from 1 to the
     /// configured maximum.
-    pub async fn recent_insights(&self, limit: u32) -> Result<Vec<Insight>, MemoryError> {
+    pub async fn recent_insights(
+        &self,
+        tenant: &Tenant,
+        limit: u32,
+    ) -> Result<Vec<Insight>, MemoryError> {
         let limit = resolve_limit(Some(limit), &self.limits)?;
-        let mut lease = self.lease().await?;
+        let mut lease = self.lease(tenant).await?;
         let rows = statement(
             "SELECT l2_insights recent",
             sqlx::query(RECENT_INSIGHTS)
@@ -512,11 +556,16 @@ fn decode_error(what: &'static str) -> sqlx::Error {
 pub(super) async fn lease_from(
     pool: &PgPool,
     named_statements: bool,
+    tenant: &Tenant,
 ) -> Result<Lease, sqlx::Error> {
     Ok(if named_statements {
-        Lease::Pooled(connection(db::acquire(pool)).await?)
+        let mut conn = connection(db::acquire(pool)).await?;
+        // Part of taking the connection for the tenant, like the `BEGIN` exchange of a
+        // transaction: not a statement span of its own.
+        scope::set_session(&mut conn, tenant, true).await?;
+        Lease::Pooled(conn)
     } else {
-        Lease::Transaction(statement("BEGIN", connection(db::begin(pool))).await?)
+        Lease::Transaction(statement("BEGIN", connection(scope::begin(pool, tenant))).await?)
     })
 }
 

@@ -346,7 +346,7 @@ async fn write_tenant(target: &Target, tenant: &Tenant, items: Vec<Queued>) {
 /// counted once in the metrics.
 async fn insert(
     target: &Target,
-    _tenant: &Tenant,
+    tenant: &Tenant,
     turns: &[&RawTurn],
     contexts: &[&Context],
 ) -> Result<Vec<StoredTurn>, sqlx::Error> {
@@ -354,7 +354,7 @@ async fn insert(
     let speakers: Vec<&str> = turns.iter().map(|t| t.speaker).collect();
     let contents: Vec<&str> = turns.iter().map(|t| t.content.as_str()).collect();
     let metadata: Vec<&str> = turns.iter().map(|t| t.metadata.as_str()).collect();
-    let mut lease = lease_from(&target.pool, target.named_statements).await?;
+    let mut lease = lease_from(&target.pool, target.named_statements, tenant).await?;
     let mut running: Pin<Box<dyn Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send + '_>> =
         Box::pin(
             sqlx::query(INSERT_RAW_BATCH)

@@ -267,7 +267,12 @@ impl Check<'_> {
             )
             .with_fix(fix)
         } else {
-            CheckResult::pass(ids::DB_ROLE, self.scope, role.to_string())
+            // What tenancy could put in place (migration V7, `setup-db`): docs/tenancy.md.
+            let tenancy = match db::tenancy_state(pool).await {
+                Ok(state) => format!("; {state}"),
+                Err(err) => format!("; row-level security state unknown: {err}"),
+            };
+            CheckResult::pass(ids::DB_ROLE, self.scope, format!("{role}{tenancy}"))
         }
     }
 

@@ -1,7 +1,8 @@
 -- One batch of expired insights: at most $2 insights older than $1 days.
 WITH doomed AS MATERIALIZED (
     SELECT id FROM l2_insights
-    WHERE created_at < now() - make_interval(days => $1)
+    WHERE tenant = current_setting('app.tenant', true)
+      AND created_at < now() - make_interval(days => $1)
     ORDER BY id
     LIMIT $2
     FOR UPDATE SKIP LOCKED

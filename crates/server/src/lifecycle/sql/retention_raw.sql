@@ -3,7 +3,8 @@
 -- holds — a turn an insight is citing right now goes in a later batch, after it is linked.
 WITH doomed AS MATERIALIZED (
     SELECT id FROM l0_raw
-    WHERE created_at < now() - make_interval(days => $1)
+    WHERE tenant = current_setting('app.tenant', true)
+      AND created_at < now() - make_interval(days => $1)
     ORDER BY id
     LIMIT $2
     FOR UPDATE SKIP LOCKED

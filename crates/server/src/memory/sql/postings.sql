@@ -4,6 +4,8 @@
 -- one read (`below`): every posting not read has the last one's impact and is not newer, or
 -- at most that lower impact.
 --
+-- The tenant condition repeats the row-level security policy's (migration V7), so the index,
+-- which leads with the tenant, serves the lookup whatever the policies.
 -- Planner notes: one range of `search_postings_order_idx` per lexeme, read in index order
 -- (no sort), and one probe of it for `below`; the memory tables are not touched.
 WITH lists AS (
@@ -14,7 +16,8 @@ WITH lists AS (
     CROSS JOIN LATERAL (
         SELECT s.impact, s.created_at, s.id
         FROM search_postings s
-        WHERE s.layer = $1::"char" AND s.lexeme = l.lexeme
+        WHERE s.tenant = current_setting('app.tenant', true)
+          AND s.layer = $1::"char" AND s.lexeme = l.lexeme
         ORDER BY s.impact DESC, s.created_at DESC, s.id DESC
         LIMIT $3
     ) p
@@ -31,7 +34,8 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT s.impact
     FROM search_postings s
-    WHERE s.layer = $1::"char" AND s.lexeme = l.lexeme AND s.impact < m.last
+    WHERE s.tenant = current_setting('app.tenant', true)
+      AND s.layer = $1::"char" AND s.lexeme = l.lexeme AND s.impact < m.last
     ORDER BY s.impact DESC
     LIMIT 1
 ) b

@@ -7,7 +7,7 @@
 -- postings path (postings.rs) decides from these whether to read the lists of `lexemes`.
 --
 -- Planner notes: the counts are one range of `search_postings_order_idx` per lexeme and
--- layer, at most the cap entries each (index-only where the visibility map allows); equality on
+-- layer (the tenant condition repeats the row-level security policy's), at most the cap entries each (index-only where the visibility map allows); equality on
 -- text and "char" only.
 WITH q AS (SELECT search_query($1, $2) AS q),
 l AS (
@@ -22,11 +22,13 @@ SELECT q.q::text AS query,
        querytree(q.q) AS positive,
        search_query_or_lexemes(q.q) IS NOT NULL AS or_only,
        ARRAY(SELECT (SELECT count(*) FROM (SELECT 1 FROM search_postings s
-                                           WHERE s.layer = 'r' AND s.lexeme = x.lexeme
+                                           WHERE s.tenant = current_setting('app.tenant', true)
+                                             AND s.layer = 'r' AND s.lexeme = x.lexeme
                                            LIMIT l.cap) c)
              FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) AS raw_postings,
        ARRAY(SELECT (SELECT count(*) FROM (SELECT 1 FROM search_postings s
-                                           WHERE s.layer = 'i' AND s.lexeme = x.lexeme
+                                           WHERE s.tenant = current_setting('app.tenant', true)
+                                             AND s.layer = 'i' AND s.lexeme = x.lexeme
                                            LIMIT l.cap) c)
              FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) AS insight_postings
 FROM q, l

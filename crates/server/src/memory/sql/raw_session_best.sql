@@ -3,18 +3,20 @@
 -- recency_weight, $5 its half-life in seconds, $7 the instant), so a turn ranks here exactly as
 -- it ranks there.
 --
--- Planner notes: the session's turns are read by `l0_raw_session_id_id_idx` and each is
+-- Planner notes: the session's turns are read by `l0_raw_tenant_session_id_id_idx` (the
+-- tenant condition repeats the row-level security policy's, migration V7) and each is
 -- checked and ranked on its row — the cost is the session's size (the caller counts it first,
 -- `session_size.sql`), not the number of matches in the whole table, which for a frequent
 -- word is tens of thousands of GIN entries. `OFFSET 0` keeps the `@@` condition out of the
 -- subquery, so the planner cannot turn it into a BitmapAnd with the GIN index. The only
--- condition on the table is text equality (leakproof, so a row-level security policy does not
+-- conditions on the table are text equalities (leakproof, so a row-level security policy does not
 -- keep it out of the index condition).
 SELECT r.id,
        extract(epoch FROM r.created_at)::float8 AS created,
        c.relevance,
        c.relevance * (1 + $4 * power(0.5, greatest($7 - extract(epoch FROM r.created_at)::float8, 0) / $5)) AS score
-FROM (SELECT s.id, s.created_at, s.search_tsv FROM l0_raw s WHERE s.session_id = $6 OFFSET 0) r
+FROM (SELECT s.id, s.created_at, s.search_tsv FROM l0_raw s
+      WHERE s.tenant = current_setting('app.tenant', true) AND s.session_id = $6 OFFSET 0) r
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(r.search_tsv, search_query($1, $2))::float8 AS relevance
 ) c
