@@ -291,3 +291,126 @@ fn a_broken_keys_file_is_a_configuration_error_naming_file_and_line() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).is_empty());
 }
+
+/// Two keys of two tenants over HTTP: what one stores never appears in the other's search,
+/// session, resources or status, and the other's forget cannot erase it — row-level security
+/// (V7) under the tenant each key names.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_keys_of_two_tenants_never_see_each_others_memories() {
+    let all = "memory:read,memory:write,memory:forget";
+    let alice = new_key("alice", "tenant-a", all, None);
+    let bob = new_key("bob", "tenant-b", all, None);
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("api-keys");
+    write_keys(&keys_file, &[&alice, &bob]);
+    let database = stamped_database(Environment::Test).await;
+    let mut daemon = Launch::http(&database.url)
+        .env(
+            "COGMEM__SERVER__AUTH__KEYS_FILE",
+            keys_file.to_str().unwrap(),
+        )
+        .spawn();
+    let base = daemon.ready();
+    let http = reqwest::Client::new();
+    let tool = |key: &str, name: &str, arguments: serde_json::Value| {
+        let (http, base, key, name) = (http.clone(), base.clone(), key.to_owned(), name.to_owned());
+        async move { mcp_http::tool(&http, &base, &key, &name, arguments).await }
+    };
+    let resource = |key: &str, uri: &str| {
+        let (http, base, key, uri) = (http.clone(), base.clone(), key.to_owned(), uri.to_owned());
+        async move {
+            let read = mcp_http::call(
+                &http,
+                &base,
+                &key,
+                "resources/read",
+                Some(&uri),
+                json!({"uri": uri}),
+            )
+            .await
+            .unwrap();
+            serde_json::from_str::<serde_json::Value>(read["contents"][0]["text"].as_str().unwrap())
+                .unwrap()
+        }
+    };
+
+    // Alice stores a turn and an insight citing it; Bob stores one turn of his own under the
+    // same session id.
+    let turn_a = tool(
+        &alice.key,
+        "store_raw_dialogue",
+        json!({"session_id": "shared", "speaker": "user", "content": "the okapi lives in Congo"}),
+    )
+    .await
+    .unwrap();
+    let turn_id = turn_a["id"].as_i64().unwrap();
+    tool(
+        &alice.key,
+        "store_insight",
+        json!({"content": "okapi facts are wanted", "source_ids": [turn_id]}),
+    )
+    .await
+    .unwrap();
+    tool(
+        &bob.key,
+        "store_raw_dialogue",
+        json!({"session_id": "shared", "speaker": "user", "content": "bob talks about trains"}),
+    )
+    .await
+    .unwrap();
+
+    // Bob sees none of it, by any tool or resource.
+    let found = tool(&bob.key, "search_memory", json!({"query": "okapi"}))
+        .await
+        .unwrap();
+    assert_eq!(found["hits"], json!([]), "{found}");
+    let page = tool(&bob.key, "get_session", json!({"session_id": "shared"}))
+        .await
+        .unwrap();
+    let contents: Vec<&str> = page["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["bob talks about trains"], "{page}");
+    let status = tool(&bob.key, "memory_status", json!({})).await.unwrap();
+    assert_eq!(
+        (&status["tenant"], &status["raw_turns"], &status["insights"]),
+        (&json!("tenant-b"), &json!(1), &json!(0)),
+        "{status}"
+    );
+    let recent = resource(&bob.key, "memory://insights/recent").await;
+    assert!(!recent.to_string().contains("okapi"), "{recent}");
+    let session = resource(&bob.key, "memory://sessions/shared").await;
+    assert!(!session.to_string().contains("okapi"), "{session}");
+    let status = resource(&bob.key, "memory://status").await;
+    assert_eq!(status["raw_turns"], json!(1), "{status}");
+    // Bob's erasure of the session and of Alice's ids touches only his own rows.
+    let forgot = tool(&bob.key, "forget", json!({"session_id": "shared"}))
+        .await
+        .unwrap();
+    assert_eq!(forgot["raw_deleted"], json!(1), "{forgot}");
+    let forgot = tool(
+        &bob.key,
+        "forget",
+        json!({"items": [{"layer": "raw", "id": turn_id}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forgot["raw_deleted"], json!(0), "{forgot}");
+
+    // Alice still has everything.
+    let found = tool(&alice.key, "search_memory", json!({"query": "okapi"}))
+        .await
+        .unwrap();
+    assert_eq!(found["hits"].as_array().unwrap().len(), 2, "{found}");
+    let status = tool(&alice.key, "memory_status", json!({})).await.unwrap();
+    assert_eq!(
+        (&status["tenant"], &status["raw_turns"], &status["insights"]),
+        (&json!("tenant-a"), &json!(1), &json!(1)),
+        "{status}"
+    );
+    let recent = resource(&alice.key, "memory://insights/recent").await;
+    assert!(recent.to_string().contains("okapi facts"), "{recent}");
+}
