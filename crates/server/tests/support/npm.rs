@@ -71,11 +71,15 @@ pub fn install(tool: &NpmTool) -> Result<PathBuf, String> {
             Err(err) => return Err(format!("`{program}` is not available: {err}")),
         }
     }
+    // Unique per process and per call: two tests of one binary may install at the same time,
+    // and one must not remove the other's staging tree.
+    static INSTALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let staging = target.join(format!(
-        "npm-{}-{}.{}.partial",
+        "npm-{}-{}.{}-{}.partial",
         tool.name,
         tool.version,
-        std::process::id()
+        std::process::id(),
+        INSTALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|err| format!("{}: {err}", staging.display()))?;
