@@ -33,9 +33,12 @@ const UNIT_DIR: &str = "/etc/systemd/system";
 /// The configuration root (`COGMEM_CONFIG_ROOT` in the unit).
 const CONFIG_ROOT: &str = "/etc/cognitive-memory-mcp";
 /// The credential files the unit loads, with the variable each one stands for.
-const CREDENTIALS: [(&str, &str); 2] = [
+/// `backup-database-url` is loaded by the backup service only (a role that bypasses row-level
+/// security, for `pg_dump`).
+const CREDENTIALS: [(&str, &str); 3] = [
     ("database-url", "DATABASE_URL"),
     ("mcp-auth-token", "MCP_AUTH_TOKEN"),
+    ("backup-database-url", "COGMEM__BACKUP__DATABASE_URL"),
 ];
 /// Written into new credential files; `config check` rejects it in production (exit 78).
 const PLACEHOLDER: &str = "changeme\n";

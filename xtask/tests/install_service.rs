@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use run::Run;
 
-const CREDENTIALS: [&str; 2] = ["database-url", "mcp-auth-token"];
+const CREDENTIALS: [&str; 3] = ["database-url", "mcp-auth-token", "backup-database-url"];
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
@@ -200,6 +200,11 @@ fn configuration_and_credentials_are_never_overwritten() {
         "postgres://mcp_user:operator-secret@db.internal/cognitive_memory\n",
     )
     .unwrap();
+    fs::write(
+        config_root.join("credentials/backup-database-url"),
+        "postgres://mcp_backup:operator-secret@db.internal/cognitive_memory\n",
+    )
+    .unwrap();
     fs::remove_file(&token).unwrap();
 
     let run = install(root, &[]).success();
@@ -264,6 +269,7 @@ fn the_installed_placeholders_fail_the_production_config_check() {
     for (key, credential) in [
         ("database.url", "credential database-url"),
         ("server.auth.token", "credential mcp-auth-token"),
+        ("backup.database_url", "credential backup-database-url"),
     ] {
         assert!(
             stderr.lines().any(|line| line.contains(key)

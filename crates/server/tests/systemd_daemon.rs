@@ -170,6 +170,34 @@ fn prepared_database() -> TestDatabase {
     })
 }
 
+/// A role that reads every tenant (BYPASSRLS) for the backup's `backup.database_url`, as
+/// docs/tenancy.md has the operator create it; returns its URL.
+fn backup_role(database: &TestDatabase) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let role = format!("{}_backup", database.owner);
+        let admin = sqlx::PgPool::connect(&database.admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD 'backup-pw';
+             GRANT CONNECT ON DATABASE {name} TO {role};
+             GRANT pg_read_all_data TO {role};",
+            name = database.name
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        format!(
+            "postgres://{role}:backup-pw@127.0.0.1:{}/{}?sslmode=disable",
+            TestCluster::shared().port(),
+            database.name
+        )
+    })
+}
+
 /// `NAME=value` lines printed by `show`.
 fn prop<'a>(run: &'a ScenarioOutput, name: &str) -> Vec<&'a str> {
     let prefix = format!("{name}=");
@@ -475,6 +503,12 @@ fn backup_service_runs_once_and_the_journal_shows_its_result() {
     let credentials = work.path().join("credentials");
     work.write(Path::new("credentials/database-url"), &database.url, 0o600);
     work.write(Path::new("credentials/mcp-auth-token"), TOKEN, 0o600);
+    let backup_url = backup_role(&database);
+    work.write(
+        Path::new("credentials/backup-database-url"),
+        &backup_url,
+        0o600,
+    );
     let binary = work.install_binary(Path::new(BIN));
     let shipped = fs::read_to_string(repo.join("deploy/systemd").join(BACKUP_UNIT)).unwrap();
     let exec_start = "ExecStart=/usr/local/bin/cognitive-memory-mcp backup";

@@ -402,6 +402,7 @@ fn backup_units_verify_silently_and_score_at_most_1_5() {
         "User=cognitive-memory",
         "Environment=ENVIRONMENT=production",
         "LoadCredential=database-url:/etc/cognitive-memory-mcp/credentials/database-url",
+        "LoadCredential=backup-database-url:/etc/cognitive-memory-mcp/credentials/backup-database-url",
     ] {
         assert!(
             service_lines.contains(&line),
