@@ -254,6 +254,8 @@ fn doctor_fails_on_the_installed_placeholders_until_real_values_are_supplied() {
         .unwrap();
     fs::write(host.credential("database-url"), format!("{url}\n")).unwrap();
     fs::write(host.credential("mcp-auth-token"), format!("{TOKEN}\n")).unwrap();
+    // The backup role's URL (the backup service's credential); the login role's stands in.
+    fs::write(host.credential("backup-database-url"), format!("{url}\n")).unwrap();
     let secrets = [TOKEN, password.as_str()];
     placeholders.never_says(&secrets);
 
