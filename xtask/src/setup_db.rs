@@ -165,15 +165,62 @@ async fn setup(
     }
     println!("tenancy: {}", db::tenancy_state(&pool).await?);
 
+    // The backup role (backup.database_url): pg_dump reads every tenant's rows through it.
+    let backup_password = SecretString::from(generate_password()?);
+    let backup_role = db::provision_backup_role(
+        &admin,
+        environment,
+        if options.reset_password {
+            RolePassword::Set(&backup_password)
+        } else {
+            RolePassword::SetOnCreate(&backup_password)
+        },
+    )
+    .await
+    .with_context(|| format!("provision the {environment} backup role"))?;
+    println!("backup: {backup_role}");
+    let backup_line = match &backup_role {
+        db::BackupRoleOutcome::InPlace {
+            role,
+            changes: made,
+            password_set,
+        } => {
+            changes.extend(made.iter().map(|change| format!("backup role: {change}")));
+            password_set
+                .then(|| {
+                    self::role_url(
+                        admin_url.expose_secret(),
+                        role,
+                        backup_password.expose_secret(),
+                        database,
+                    )
+                })
+                .transpose()?
+                .map(|url| format!("{BACKUP_URL_VARIABLE}={url}"))
+        }
+        db::BackupRoleOutcome::NotPermitted { .. } => None,
+    };
+
+    let mut backup_line_written = false;
     if password_known {
         let line = format!("DATABASE_URL={}", role_url.expose_secret());
-        let written = !env_file_exists && write_env_file(&env_file, environment, &line)?;
+        let contents = match &backup_line {
+            Some(backup_line) => format!("{line}\n{backup_line}"),
+            None => line.clone(),
+        };
+        let written = !env_file_exists && write_env_file(&env_file, environment, &contents)?;
         if written {
             println!(
-                "env file: wrote {} (mode 0600) with DATABASE_URL",
-                env_file.display()
+                "env file: wrote {} (mode 0600) with DATABASE_URL{}",
+                env_file.display(),
+                if backup_line.is_some() {
+                    format!(" and {BACKUP_URL_VARIABLE}")
+                } else {
+                    String::new()
+                }
             );
             changes.push(format!("wrote {env_file_name}"));
+            backup_line_written = backup_line.is_some();
         } else {
             match check_configured(root, environment, server_port).await {
                 Configured::Works { source, .. } => println!(
@@ -191,6 +238,14 @@ async fn setup(
     } else {
         println!(
             "env file: {env_file_name} not written: the role's password is not known here, and the configured database.url already works"
+        );
+    }
+    // A new backup password that did not go into a new env file: the line to add.
+    if let Some(backup_line) = &backup_line
+        && !backup_line_written
+    {
+        println!(
+            "env file: to back up this database, set this line in {env_file_name} (or the backup-database-url credential):\n{backup_line}"
         );
     }
 
@@ -212,6 +267,9 @@ async fn setup(
     }
     Ok(())
 }
+
+/// The variable of `backup.database_url` in an env file.
+const BACKUP_URL_VARIABLE: &str = "COGMEM__BACKUP__DATABASE_URL";
 
 /// A short-waiting config for one of our own connections.
 fn database_config(url: SecretString, wait_secs: u64) -> db::DatabaseConfig {

@@ -146,6 +146,41 @@ fn first_run_sets_up_and_second_run_changes_nothing() {
     assert_eq!(password.len(), 32);
     assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
     assert_stamped(&url, Environment::Development);
+    // The backup role's URL is in the file too: it logs in, bypasses row-level security and
+    // reads the memory tables, which the login role cannot dump (docs/tenancy.md).
+    let backup_url = fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("COGMEM__BACKUP__DATABASE_URL="))
+        .expect("a COGMEM__BACKUP__DATABASE_URL line")
+        .to_owned();
+    assert!(
+        backup_url.starts_with("postgres://mcp_backup_dev:"),
+        "{backup_url}"
+    );
+    runtime().block_on(async {
+        let pool = db::connect(&config(&backup_url), |_| {}).await.unwrap();
+        let (bypasses, superuser): (bool, bool) = sqlx::query_as(
+            "SELECT rolbypassrls, rolsuper FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(bypasses && !superuser);
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM l0_raw")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 0);
+        // Read-only: it changes nothing.
+        assert!(
+            sqlx::query("DELETE FROM l0_raw")
+                .execute(&pool)
+                .await
+                .is_err()
+        );
+        pool.close().await;
+    });
     let before = fs::read(&env_file).unwrap();
 
     let second = repo.setup(&cluster, "development", &[]).success();

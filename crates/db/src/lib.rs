@@ -53,8 +53,9 @@ pub use fingerprint::{
 pub use lock::{JobLock, try_job_lock};
 pub use migrate::{MigrationInfo, MigrationReport, migrate, pending};
 pub use provision::{
-    DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword, database_name, drop_database,
-    provision, role_name, set_password,
+    BackupRoleOutcome, DropOutcome, ProvisionChange, ProvisionOutcome, RolePassword,
+    backup_role_name, database_name, drop_database, provision, provision_backup_role, role_name,
+    set_password,
 };
 pub use role::{RoleAttributes, role_attributes};
 pub use stamp::{Stamp, StampOutcome, check_stamp, stamp};

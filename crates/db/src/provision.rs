@@ -91,6 +91,150 @@ impl fmt::Display for ProvisionOutcome {
     }
 }
 
+/// The backup role of each environment: it reads every tenant's rows (`BYPASSRLS`,
+/// `pg_read_all_data`) for `pg_dump` and the backup's row counts (`backup.database_url`), and
+/// may change nothing.
+pub fn backup_role_name(environment: Environment) -> &'static str {
+    match environment {
+        Environment::Development => "mcp_backup_dev",
+        Environment::Test => "mcp_backup_test",
+        Environment::Staging => "mcp_backup_staging",
+        Environment::Production => "mcp_backup",
+    }
+}
+
+/// What [`provision_backup_role`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupRoleOutcome {
+    /// The role is in place; `changes` says what this run did (empty: nothing).
+    InPlace {
+        role: String,
+        changes: Vec<&'static str>,
+        /// The password given by this run (a new role, or `RolePassword::Set`).
+        password_set: bool,
+    },
+    /// The administrator is no superuser: only a superuser may create a `BYPASSRLS` role.
+    NotPermitted { role: String },
+}
+
+impl fmt::Display for BackupRoleOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackupRoleOutcome::InPlace { role, changes, .. } if changes.is_empty() => {
+                write!(f, "backup role {role}: already in place, nothing changed")
+            }
+            BackupRoleOutcome::InPlace { role, changes, .. } => {
+                write!(f, "backup role {role}: {}", changes.join(", "))
+            }
+            BackupRoleOutcome::NotPermitted { role } => write!(
+                f,
+                "backup role {role}: not created (BYPASSRLS needs a superuser; docs/tenancy.md, \"Backups\", says what to use instead)"
+            ),
+        }
+    }
+}
+
+/// Make sure `environment`'s backup role exists: `LOGIN BYPASSRLS`, no other attribute, member of
+/// `pg_read_all_data`, allowed to connect to the environment's database. Idempotent. An
+/// administrator that is no superuser gets [`BackupRoleOutcome::NotPermitted`], not an error.
+pub async fn provision_backup_role(
+    admin: &PgPool,
+    environment: Environment,
+    password: RolePassword<'_>,
+) -> Result<BackupRoleOutcome, DbError> {
+    let role = backup_role_name(environment);
+    let database = database_name(environment);
+    let mut conn = admin
+        .acquire()
+        .await
+        .map_err(DbError::query("get an admin connection"))?;
+    let conn = &mut *conn;
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::query("look up the administrator's attributes"))?;
+    if !superuser {
+        return Ok(BackupRoleOutcome::NotPermitted {
+            role: role.to_owned(),
+        });
+    }
+    let mut changes = Vec::new();
+    let mut password_set = false;
+    let attributes: Option<(bool, bool)> =
+        sqlx::query_as("SELECT rolcanlogin, rolbypassrls FROM pg_roles WHERE rolname = $1")
+            .bind(role)
+            .persistent(false)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(DbError::query(format!("look up role {role}")))?;
+    match attributes {
+        None => {
+            let mut create = format!(
+                "CREATE ROLE {} LOGIN BYPASSRLS NOSUPERUSER NOCREATEDB NOCREATEROLE",
+                quote_ident(role)
+            );
+            if let RolePassword::SetOnCreate(secret) | RolePassword::Set(secret) = password {
+                create.push_str(&format!(" PASSWORD {}", quote_literal(&verifier(secret)?)));
+                password_set = true;
+            }
+            execute(conn, create, format!("create role {role}")).await?;
+            changes.push("created the role");
+        }
+        Some((can_login, bypasses)) => {
+            if !can_login || !bypasses {
+                let alter = format!("ALTER ROLE {} LOGIN BYPASSRLS", quote_ident(role));
+                execute(conn, alter, format!("alter role {role}")).await?;
+                changes.push("allowed it to log in and bypass row-level security");
+            }
+            if let RolePassword::Set(secret) = password
+                && !password_matches(conn, role, secret).await?
+            {
+                let alter = format!(
+                    "ALTER ROLE {} PASSWORD {}",
+                    quote_ident(role),
+                    quote_literal(&verifier(secret)?)
+                );
+                execute(conn, alter, format!("set the password of {role}")).await?;
+                password_set = true;
+                changes.push("set the role's password");
+            }
+        }
+    }
+    let reads_all: bool =
+        sqlx::query_scalar("SELECT pg_has_role($1, 'pg_read_all_data', 'MEMBER')")
+            .bind(role)
+            .persistent(false)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(DbError::query(format!("look up the memberships of {role}")))?;
+    if !reads_all {
+        let grant = format!("GRANT pg_read_all_data TO {}", quote_ident(role));
+        execute(conn, grant, format!("grant pg_read_all_data to {role}")).await?;
+        changes.push("granted pg_read_all_data");
+    }
+    if !may_connect(conn, role, database).await? {
+        let grant = format!(
+            "GRANT CONNECT ON DATABASE {} TO {}",
+            quote_ident(database),
+            quote_ident(role)
+        );
+        execute(
+            conn,
+            grant,
+            format!("grant CONNECT on {database} to {role}"),
+        )
+        .await?;
+        changes.push("granted CONNECT");
+    }
+    Ok(BackupRoleOutcome::InPlace {
+        role: role.to_owned(),
+        changes,
+        password_set,
+    })
+}
+
 /// What [`drop_database`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropOutcome {

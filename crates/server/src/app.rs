@@ -7,14 +7,11 @@ use config_core::Environment;
 
 use crate::health::Health;
 use crate::memory::MemoryStore;
-use crate::tenancy::Tenant;
 
 #[derive(Debug)]
 pub struct AppState {
     pub environment: Environment,
     pub store: MemoryStore,
-    /// The tenant of requests that no authenticated principal names (`memory.tenant`; stdio).
-    pub tenant: Tenant,
     pub health: Arc<Health>,
     /// `logging.log_payloads`; SIGHUP may change it.
     log_payloads: AtomicBool,
@@ -33,17 +30,10 @@ impl AppState {
         Self {
             environment,
             store,
-            tenant: Tenant::default(),
             health,
             log_payloads: AtomicBool::new(log_payloads),
             shared_metrics: None,
         }
-    }
-
-    /// Serves requests without a principal as `tenant` (`memory.tenant`).
-    pub fn with_tenant(mut self, tenant: Tenant) -> Self {
-        self.tenant = tenant;
-        self
     }
 
     /// Serves `GET /metrics` on the main listener with `handle` (see [`Self::shared_metrics`]).

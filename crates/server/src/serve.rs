@@ -290,7 +290,6 @@ impl Daemon {
                 health.clone(),
                 self.current.config.logging.log_payloads,
             )
-            .with_tenant(self.current.config.memory.tenant())
             .with_shared_metrics(telemetry.shared_metrics()),
         );
         let guard = match Guard::new(&self.current.config.server) {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cognitive_memory_mcp::app::AppState;
+use cognitive_memory_mcp::auth::{Principal, Scopes};
 use cognitive_memory_mcp::health::Health;
 use cognitive_memory_mcp::lifecycle::retention::{self, Policy};
 use cognitive_memory_mcp::mcp::MemoryServer;
@@ -259,18 +260,20 @@ type Client = RunningService<RoleClient, ()>;
 
 /// An MCP client of a server serving `tenant` over `pool`.
 async fn client_of(pool: &PgPool, tenant: Tenant) -> Client {
-    let app = Arc::new(
-        AppState::new(
-            Environment::Test,
-            MemoryStore::new(pool.clone(), LIMITS),
-            Arc::new(Health::new(Environment::Test)),
-            false,
-        )
-        .with_tenant(tenant),
-    );
+    let app = Arc::new(AppState::new(
+        Environment::Test,
+        MemoryStore::new(pool.clone(), LIMITS),
+        Arc::new(Health::new(Environment::Test)),
+        false,
+    ));
+    // As a stdio session serving `tenant` (`memory.tenant`) with every scope.
+    let principal = Principal::new("test", tenant, Scopes::ALL);
     let (server_side, client_side) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
-        let running = MemoryServer::new(app).serve(server_side).await.unwrap();
+        let running = MemoryServer::stdio(app, principal)
+            .serve(server_side)
+            .await
+            .unwrap();
         let _ = running.waiting().await;
     });
     ().serve_with_lifecycle(
@@ -542,7 +545,7 @@ async fn a_populated_v1_database_keeps_every_row_as_tenant_default() {
     };
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [2, 3, 6, 7]
+        [2, 3, 6, 7, 8, 9]
     );
 
     // Every row kept, every row tenant `default` (counted as the superuser, who sees all).

@@ -241,7 +241,9 @@ impl MemoryStore {
             )
             .await
         };
-        let (raw, insights) = tokio::try_join!(raw, insights)?;
+        // Boxed: each layer's search is a deep future, and two of them inline (plus the copies a
+        // debug build makes) overflowed a 2 MiB test thread's stack.
+        let (raw, insights) = tokio::try_join!(Box::pin(raw), Box::pin(insights))?;
         let mut ranked = raw;
         ranked.extend(insights);
         ranked.sort_by(best_first);

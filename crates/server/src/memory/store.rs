@@ -240,7 +240,8 @@ impl MemoryStore {
     /// a pooled connection is never the one a later operation runs with. Every connection of
     /// the tools comes through [`db::acquire`], which rides out a password rotation's window.
     pub(super) async fn lease(&self, tenant: &Tenant) -> Result<Lease, sqlx::Error> {
-        lease_from(&self.pool, self.named_statements, tenant).await
+        // Boxed: the pool's acquire is a deep future that every caller would otherwise carry.
+        Box::pin(lease_from(&self.pool, self.named_statements, tenant)).await
     }
 
     /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
