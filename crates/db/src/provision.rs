@@ -189,14 +189,8 @@ pub async fn provision_backup_role(
                 changes.push("allowed it to log in and bypass row-level security");
             }
             if let RolePassword::Set(secret) = password
-                && !password_matches(conn, role, secret).await?
+                && give_password(conn, role, secret).await?
             {
-                let alter = format!(
-                    "ALTER ROLE {} PASSWORD {}",
-                    quote_ident(role),
-                    quote_literal(&verifier(secret)?)
-                );
-                execute(conn, alter, format!("set the password of {role}")).await?;
                 password_set = true;
                 changes.push("set the role's password");
             }
@@ -214,18 +208,7 @@ pub async fn provision_backup_role(
         execute(conn, grant, format!("grant pg_read_all_data to {role}")).await?;
         changes.push("granted pg_read_all_data");
     }
-    if !may_connect(conn, role, database).await? {
-        let grant = format!(
-            "GRANT CONNECT ON DATABASE {} TO {}",
-            quote_ident(database),
-            quote_ident(role)
-        );
-        execute(
-            conn,
-            grant,
-            format!("grant CONNECT on {database} to {role}"),
-        )
-        .await?;
+    if grant_connect(conn, role, database).await? {
         changes.push("granted CONNECT");
     }
     Ok(BackupRoleOutcome::InPlace {
@@ -290,14 +273,8 @@ pub async fn provision(
                 changes.push(ProvisionChange::LoginEnabled);
             }
             if let RolePassword::Set(secret) = password
-                && !password_matches(conn, role, secret).await?
+                && give_password(conn, role, secret).await?
             {
-                let alter = format!(
-                    "ALTER ROLE {} PASSWORD {}",
-                    quote_ident(role),
-                    quote_literal(&verifier(secret)?)
-                );
-                execute(conn, alter, format!("set the password of {role}")).await?;
                 changes.push(ProvisionChange::PasswordSet);
             }
         }
@@ -346,18 +323,7 @@ pub async fn provision(
         .await?;
         changes.push(ProvisionChange::PublicConnectRevoked);
     }
-    if !may_connect(conn, role, database).await? {
-        let grant = format!(
-            "GRANT CONNECT ON DATABASE {} TO {}",
-            quote_ident(database),
-            quote_ident(role)
-        );
-        execute(
-            conn,
-            grant,
-            format!("grant CONNECT on {database} to {role}"),
-        )
-        .await?;
+    if grant_connect(conn, role, database).await? {
         changes.push(ProvisionChange::ConnectGranted);
     }
 
@@ -512,10 +478,55 @@ pub async fn set_password(
         .acquire()
         .await
         .map_err(DbError::query("get an admin connection"))?;
+    alter_password(&mut conn, role, password).await
+}
+
+/// `ALTER ROLE role PASSWORD <SCRAM verifier of secret>`.
+async fn alter_password(
+    conn: &mut PgConnection,
+    role: &str,
+    secret: &SecretString,
+) -> Result<(), DbError> {
     let alter = format!(
         "ALTER ROLE {} PASSWORD {}",
         quote_ident(role),
-        quote_literal(&verifier(password)?)
+        quote_literal(&verifier(secret)?)
     );
-    execute(&mut conn, alter, format!("set the password of {role}")).await
+    execute(conn, alter, format!("set the password of {role}")).await
+}
+
+/// Gives the existing `role` the password `secret` unless it already has it; whether it did.
+async fn give_password(
+    conn: &mut PgConnection,
+    role: &str,
+    secret: &SecretString,
+) -> Result<bool, DbError> {
+    if password_matches(conn, role, secret).await? {
+        return Ok(false);
+    }
+    alter_password(conn, role, secret).await?;
+    Ok(true)
+}
+
+/// Grants `role` CONNECT on `database` unless it may connect already; whether it did.
+async fn grant_connect(
+    conn: &mut PgConnection,
+    role: &str,
+    database: &str,
+) -> Result<bool, DbError> {
+    if may_connect(conn, role, database).await? {
+        return Ok(false);
+    }
+    let grant = format!(
+        "GRANT CONNECT ON DATABASE {} TO {}",
+        quote_ident(database),
+        quote_ident(role)
+    );
+    execute(
+        conn,
+        grant,
+        format!("grant CONNECT on {database} to {role}"),
+    )
+    .await?;
+    Ok(true)
 }

@@ -219,6 +219,33 @@ impl TestCluster {
         })
     }
 
+    /// A role that reads every tenant of `database` — `LOGIN BYPASSRLS`, `pg_read_all_data`,
+    /// nothing else — as `setup-db` creates it for `backup.database_url`; returns its URL.
+    pub async fn backup_role(&self, database: &TestDatabase) -> Result<String, HarnessError> {
+        let role = format!("{}_backup", database.owner);
+        let password = random_password()?;
+        let mut conn = PgConnection::connect(&database.admin_url)
+            .await
+            .map_err(|err| self.sql_error("connect to the test cluster", &err))?;
+        // Generated names and a hex password: nothing to escape.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD '{password}';
+             GRANT CONNECT ON DATABASE {name} TO {role};
+             GRANT pg_read_all_data TO {role};",
+            name = database.name
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(|err| self.sql_error(&format!("create backup role {role}"), &err))?;
+        conn.close()
+            .await
+            .map_err(|err| self.sql_error("disconnect", &err))?;
+        Ok(format!(
+            "postgres://{role}:{password}@127.0.0.1:{}/{}?sslmode=disable",
+            self.port, database.name
+        ))
+    }
+
     /// Fast shutdown (clients are disconnected); the data directory and port are kept for
     /// [`start_server`](Self::start_server). Does nothing when already stopped.
     pub fn stop_server(&self) -> Result<(), HarnessError> {

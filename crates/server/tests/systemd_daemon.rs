@@ -170,32 +170,15 @@ fn prepared_database() -> TestDatabase {
     })
 }
 
-/// A role that reads every tenant (BYPASSRLS) for the backup's `backup.database_url`, as
-/// docs/tenancy.md has the operator create it; returns its URL.
+/// The backup role of `database` (`backup.database_url`), as docs/tenancy.md has the operator
+/// create it.
 fn backup_role(database: &TestDatabase) -> String {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    runtime.block_on(async {
-        let role = format!("{}_backup", database.owner);
-        let admin = sqlx::PgPool::connect(&database.admin_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD 'backup-pw';
-             GRANT CONNECT ON DATABASE {name} TO {role};
-             GRANT pg_read_all_data TO {role};",
-            name = database.name
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
-        admin.close().await;
-        format!(
-            "postgres://{role}:backup-pw@127.0.0.1:{}/{}?sslmode=disable",
-            TestCluster::shared().port(),
-            database.name
-        )
-    })
+        .unwrap()
+        .block_on(TestCluster::shared().backup_role(database))
+        .unwrap()
 }
 
 /// `NAME=value` lines printed by `show`.

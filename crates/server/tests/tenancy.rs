@@ -724,23 +724,8 @@ async fn lifecycle_per_tenant_export_import_and_backup_restore_keep_both_tenants
             .unwrap();
     }
 
-    // A backup role as setup-db documents it: BYPASSRLS, reads every table, nothing else.
-    let role = format!("{}_backup", database.owner);
-    let mut admin = PgConnection::connect(&database.admin_url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD 'backup-pw';
-         GRANT CONNECT ON DATABASE {name} TO {role};
-         GRANT pg_read_all_data TO {role};",
-        name = database.name
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    let backup_url = format!(
-        "postgres://{role}:backup-pw@127.0.0.1:{}/{}?sslmode=disable",
-        TestCluster::shared().port(),
-        database.name
-    );
+    // A backup role as setup-db creates it: BYPASSRLS, reads every table, nothing else.
+    let backup_url = TestCluster::shared().backup_role(&database).await.unwrap();
     let root = daemon::config_root();
     let dir = root.path().join("backups");
     let dir_arg = dir.to_string_lossy().into_owned();
