@@ -4,7 +4,8 @@ use std::fmt;
 
 use config_core::Environment;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Postgres};
 
 use crate::stamp::read_stamp;
 use crate::{DbError, scram};
@@ -144,10 +145,7 @@ pub async fn provision_backup_role(
 ) -> Result<BackupRoleOutcome, DbError> {
     let role = backup_role_name(environment);
     let database = database_name(environment);
-    let mut conn = admin
-        .acquire()
-        .await
-        .map_err(DbError::query("get an admin connection"))?;
+    let mut conn = admin_connection(admin).await?;
     let conn = &mut *conn;
     let superuser: bool =
         sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
@@ -236,10 +234,7 @@ pub async fn provision(
 ) -> Result<ProvisionOutcome, DbError> {
     let role = role_name(environment);
     let database = database_name(environment);
-    let mut conn = admin
-        .acquire()
-        .await
-        .map_err(DbError::query("get an admin connection"))?;
+    let mut conn = admin_connection(admin).await?;
     let conn = &mut *conn;
     let mut changes = Vec::new();
 
@@ -379,10 +374,7 @@ pub async fn drop_database(admin: &PgPool, database: &str) -> Result<DropOutcome
             });
         }
     }
-    let mut conn = admin
-        .acquire()
-        .await
-        .map_err(DbError::query("get an admin connection"))?;
+    let mut conn = admin_connection(admin).await?;
     execute(
         &mut conn,
         format!("DROP DATABASE {} WITH (FORCE)", quote_ident(database)),
@@ -474,11 +466,16 @@ pub async fn set_password(
     role: &str,
     password: &SecretString,
 ) -> Result<(), DbError> {
-    let mut conn = admin
+    let mut conn = admin_connection(admin).await?;
+    alter_password(&mut conn, role, password).await
+}
+
+/// One connection of the administrator's pool.
+async fn admin_connection(admin: &PgPool) -> Result<PoolConnection<Postgres>, DbError> {
+    admin
         .acquire()
         .await
-        .map_err(DbError::query("get an admin connection"))?;
-    alter_password(&mut conn, role, password).await
+        .map_err(DbError::query("get an admin connection"))
 }
 
 /// `ALTER ROLE role PASSWORD <SCRAM verifier of secret>`.
