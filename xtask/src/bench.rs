@@ -325,7 +325,10 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start the async runtime")
 }
 
-/// A fresh database on `cluster`, migrated and stamped for `test`; its owner's URL.
+/// A fresh database on `cluster`, migrated and stamped for `test`, with the search operators
+/// declared LEAKPROOF by the cluster's superuser as `cargo xtask setup-db` declares them (so
+/// the full-text indexes serve searches under row-level security, docs/tenancy.md); its
+/// owner's URL.
 pub(crate) async fn stamped_database(cluster: &TestCluster) -> Result<String> {
     let database = cluster.fresh_database().await?;
     let pool = PgPoolOptions::new()
@@ -335,6 +338,13 @@ pub(crate) async fn stamped_database(cluster: &TestCluster) -> Result<String> {
         .context("connect to the benchmark database")?;
     db::stamp(&pool, Environment::Test, STAMPED_BY).await?;
     pool.close().await;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database.admin_url)
+        .await
+        .context("connect to the benchmark database as the cluster's superuser")?;
+    db::declare_search_leakproof(&admin, &database.name).await?;
+    admin.close().await;
     Ok(database.url)
 }
 
@@ -466,7 +476,9 @@ async fn measure(
         "PostgreSQL: a throwaway cluster of pg-harness at PostgreSQL's default durability \
          (fsync, full_page_writes and synchronous_commit on) on the same machine as the server \
          and the load generator; the server runs `--env test` with config/config.yaml (pool of 10 \
-         connections). Start-up figures use an empty stamped database."
+         connections); the search operators declared LEAKPROOF by the superuser, as setup-db \
+         declares them, so the full-text indexes serve searches under row-level security. \
+         Start-up figures use an empty stamped database."
             .to_owned(),
     );
     if cfg!(debug_assertions) {
@@ -576,7 +588,6 @@ async fn measure_rls_only(
         turns: profile.turns,
         insights: profile.insights,
         searches: profile.search_per_kind,
-        leakproof: true,
     };
     let figures = rls::overhead(binary, root, cluster, &vocabulary, plan).await?;
     Ok(Report {

@@ -34,8 +34,6 @@ pub struct Plan {
     pub turns: usize,
     pub insights: usize,
     pub searches: usize,
-    /// Declare the search operators LEAKPROOF first (as `setup-db` does as a superuser).
-    pub leakproof: bool,
 }
 
 pub async fn overhead(
@@ -58,24 +56,8 @@ pub async fn overhead(
         .context("disable row-level security")?;
     off_conn.close().await.ok();
 
-    // As `setup-db` does where it connects as a superuser (docs/tenancy.md): the search
-    // operators LEAKPROOF, so the GIN indexes serve searches under the policies. Without
-    // `leakproof` the figure is a managed PostgreSQL's, where that is impossible.
-    if plan.leakproof {
-        let admin = sqlx::PgPool::connect(&cluster.admin_url("postgres"))
-            .await
-            .context("connect as the cluster's superuser")?;
-        for url in [&on_url, &off_url] {
-            let database = url
-                .rsplit('/')
-                .next()
-                .and_then(|tail| tail.split('?').next())
-                .unwrap_or_default();
-            let outcome = db::declare_search_leakproof(&admin, database).await?;
-            println!("bench:   rls {database}: {outcome}");
-        }
-        admin.close().await;
-    }
+    // Both databases have the search operators LEAKPROOF, as `setup-db` declares them where it
+    // connects as a superuser (`stamped_database`, docs/tenancy.md).
 
     let mut rng = Rng::new(0x0715_5EED);
     let phrases =
@@ -156,13 +138,8 @@ pub async fn overhead(
             Figure::single(
                 &format!("rls.overhead.{}.c32", tool.name()),
                 &format!(
-                    "HTTP {}, 32 clients, row-level security on vs off{}",
+                    "HTTP {}, 32 clients, row-level security on vs off (search operators LEAKPROOF)",
                     tool.name(),
-                    if plan.leakproof {
-                        " (search operators LEAKPROOF)"
-                    } else {
-                        " (search operators not LEAKPROOF)"
-                    }
                 ),
                 share,
                 "% of off",
