@@ -323,15 +323,20 @@ impl SharedApiKeys {
     /// Reads the file again (SIGHUP). A file that does not parse leaves the old keys in effect
     /// and is logged with file and line; `Ok(true)` when the keys changed.
     pub fn reload(&self) -> Result<bool, KeysFileError> {
-        let new = ApiKeys::load(&self.path)?;
-        let changed = !self.current().same_as(&new);
+        let new = Arc::new(ApiKeys::load(&self.path)?);
+        let names = new.names().join(", ");
+        // Swapped before the log line, so whoever reads "replaced" finds the new keys in effect.
+        let old = std::mem::replace(
+            &mut *self
+                .keys
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            Arc::clone(&new),
+        );
+        let changed = !old.same_as(&new);
         if changed {
-            tracing::info!(keys = %new.names().join(", "), file = %self.path.display(), "API keys replaced");
+            tracing::info!(keys = %names, file = %self.path.display(), "API keys replaced");
         }
-        *self
-            .keys
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(new);
         Ok(changed)
     }
 }
