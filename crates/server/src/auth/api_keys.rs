@@ -324,7 +324,6 @@ impl SharedApiKeys {
     /// and is logged with file and line; `Ok(true)` when the keys changed.
     pub fn reload(&self) -> Result<bool, KeysFileError> {
         let new = Arc::new(ApiKeys::load(&self.path)?);
-        let names = new.names().join(", ");
         // Swapped before the log line, so whoever reads "replaced" finds the new keys in effect.
         let old = std::mem::replace(
             &mut *self
@@ -335,7 +334,7 @@ impl SharedApiKeys {
         );
         let changed = !old.same_as(&new);
         if changed {
-            tracing::info!(keys = %names, file = %self.path.display(), "API keys replaced");
+            tracing::info!(keys = %new.names().join(", "), file = %self.path.display(), "API keys replaced");
         }
         Ok(changed)
     }
