@@ -272,3 +272,35 @@ async fn an_excluded_word_beside_a_stop_word_is_searched_and_only_exclusions_are
     assert!(store.search(&TENANT, query("-money")).await.is_err());
     assert!(store.search(&TENANT, query("-your -money")).await.is_err());
 }
+
+/// A search holds one connection for all its statements and takes a second one for the other
+/// layer only if the pool has one idle: many concurrent searches on a pool of two never wait
+/// for each other's connections (a deadlock until the acquire timeout), and each finds what a
+/// lone search finds.
+#[tokio::test]
+async fn concurrent_searches_on_a_small_pool_share_it_without_deadlock() {
+    let db = TestCluster::shared()
+        .fresh_database()
+        .await
+        .expect("a fresh test database");
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+        .connect(&db.url)
+        .await
+        .expect("connect to the test database");
+    db::migrate(&pool).await.expect("migrate");
+    let store = MemoryStore::new(pool, LIMITS);
+    whole_history(&store).await;
+    let alone = ids(&hits(&store, query("compost")).await);
+    assert_eq!(alone.len(), 5, "{alone:?}");
+    let searches = (0..16).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { ids(&hits(&store, query("compost")).await) })
+    });
+    for search in searches.collect::<Vec<_>>() {
+        // A search waiting for a connection that another waiting search holds would fail here
+        // with the pool's timeout.
+        assert_eq!(search.await.expect("search task"), alone);
+    }
+}

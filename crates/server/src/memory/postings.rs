@@ -44,13 +44,12 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 
 use super::search::{Ranked, best_first};
 use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
 use crate::telemetry;
-use crate::tenancy::Tenant;
 
 const QUERY_LEXEMES: &str = include_str!("sql/query_lexemes.sql");
 const POSTINGS: &str = include_str!("sql/postings.sql");
@@ -317,10 +316,9 @@ impl MemoryStore {
     /// positive part does not parse.
     pub(super) async fn postings_query(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         query: &str,
     ) -> Result<Option<PostingsQuery>, MemoryError> {
-        let mut lease = self.lease(tenant).await?;
         let row = telemetry::statement(
             "SELECT query_lexemes",
             sqlx::query(QUERY_LEXEMES)
@@ -329,10 +327,9 @@ impl MemoryStore {
                 .bind(self.search_settings().long_list.saturating_add(1))
                 .bind(self.search_settings().few_matches.saturating_add(1))
                 .persistent(false)
-                .fetch_one(lease.conn()),
+                .fetch_one(&mut *conn),
         )
         .await?;
-        lease.done().await?;
         let tsquery: Option<String> = row.try_get("query")?;
         let lexemes: Option<Vec<String>> = row.try_get("lexemes")?;
         let positive: Option<String> = row.try_get("positive")?;
@@ -361,7 +358,7 @@ impl MemoryStore {
     /// reached by [`MAX_DEPTH`] or within [`RANK_BUDGET`] (the caller ranks every match).
     pub(super) async fn best_by_postings(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         layer: ItemLayer,
         query: &PostingsQuery,
         limit: u32,
@@ -405,7 +402,7 @@ impl MemoryStore {
         let chunk = k.saturating_mul(2).clamp(EXACT_CHUNK.0, EXACT_CHUNK.1);
         let mut depth = FIRST_DEPTH.max(k.saturating_mul(4));
         loop {
-            let (lists, rows) = self.postings_round(tenant, layer, lexemes, depth).await?;
+            let (lists, rows) = self.postings_round(conn, layer, lexemes, depth).await?;
             let exhausted: Vec<bool> = lists.iter().map(|l| l.read < depth).collect();
             let bounds: Vec<f64> = lists
                 .iter()
@@ -490,7 +487,7 @@ impl MemoryStore {
                     return Ok(None);
                 }
                 let ranked = self
-                    .exact_ranks(tenant, layer, &query.tsquery, &batch, now)
+                    .exact_ranks(conn, layer, &query.tsquery, &batch, now)
                     .await?;
                 for id in &batch {
                     exact.insert(*id, None);
@@ -522,7 +519,7 @@ impl MemoryStore {
     /// (list index, id, impact, created).
     async fn postings_round(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         layer: ItemLayer,
         lexemes: &[String],
         depth: usize,
@@ -531,7 +528,6 @@ impl MemoryStore {
             ItemLayer::Raw => "r",
             ItemLayer::Insight => "i",
         };
-        let mut lease = self.lease(tenant).await?;
         let result = telemetry::statement(
             "SELECT search_postings",
             sqlx::query(POSTINGS)
@@ -539,10 +535,9 @@ impl MemoryStore {
                 .bind(lexemes)
                 .bind(i64::try_from(depth).unwrap_or(i64::MAX))
                 .persistent(self.named_statements())
-                .fetch_all(lease.conn()),
+                .fetch_all(&mut *conn),
         )
         .await?;
-        lease.done().await?;
         let mut lists = vec![List::default(); lexemes.len()];
         let mut rows = Vec::with_capacity(result.len());
         for row in &result {
@@ -581,7 +576,7 @@ impl MemoryStore {
     /// expressions).
     async fn exact_ranks(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         layer: ItemLayer,
         tsquery: &str,
         ids: &[i64],
@@ -603,13 +598,11 @@ impl MemoryStore {
         };
         // Unnamed: planned for these values, so the tsquery is parsed once (see the SQL).
         let statement = statement.bind(now).persistent(false);
-        let mut lease = self.lease(tenant).await?;
         let summary = match layer {
             ItemLayer::Raw => "SELECT l0_raw candidates",
             ItemLayer::Insight => "SELECT l2_insights candidates",
         };
-        let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
-        lease.done().await?;
+        let rows = telemetry::statement(summary, statement.fetch_all(&mut *conn)).await?;
         rows.iter()
             .map(|row| super::search::ranked(row, layer))
             .collect::<Result<_, sqlx::Error>>()

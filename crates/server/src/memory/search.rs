@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use schemars::JsonSchema;
 use serde::Serialize;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
 
 use super::postings::PostingsQuery;
 use super::store::MemoryStore;
@@ -199,60 +199,121 @@ impl MemoryStore {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         });
+        // One connection for the whole search (the tenant set once): the query's lexemes, the
+        // first layer and the hits' details; with both layers, the insights are ranked side by
+        // side on a second one.
+        let mut lease = self.lease(tenant).await?;
         // Any query with a positive word may be answered from the impact-ordered postings
         // (postings.rs); the others (and a fallback) rank every match.
         let settings = self.search_settings();
         let postings_query = if settings.postings
             && (settings.postings_beyond_or || written_as_or_query(&p.query))
         {
-            self.postings_query(tenant, &p.query).await?
+            self.postings_query(lease.conn(), &p.query).await?
         } else {
             None
         };
         let postings_query = postings_query.as_ref();
-        // The two layers side by side, each on its own connection.
-        let raw = async {
-            if layer == Layer::Insights {
-                return Ok(Vec::new());
+        let query = p.query.as_str();
+        let (raw, insights) = match layer {
+            Layer::Raw => {
+                let raw = Box::pin(self.best_of_layer(
+                    lease.conn(),
+                    ItemLayer::Raw,
+                    query,
+                    session,
+                    postings_query,
+                    limit,
+                    now,
+                ))
+                .await?;
+                (raw, Vec::new())
             }
-            self.best_of_layer(
-                tenant,
-                ItemLayer::Raw,
-                &p.query,
-                session,
-                postings_query,
-                limit,
-                now,
-            )
-            .await
-        };
-        let insights = async {
-            if layer == Layer::Raw {
-                return Ok(Vec::new());
+            Layer::Insights => {
+                let insights = Box::pin(self.best_of_layer(
+                    lease.conn(),
+                    ItemLayer::Insight,
+                    query,
+                    None,
+                    postings_query,
+                    limit,
+                    now,
+                ))
+                .await?;
+                (Vec::new(), insights)
             }
-            self.best_of_layer(
-                tenant,
-                ItemLayer::Insight,
-                &p.query,
-                None,
-                postings_query,
-                limit,
-                now,
-            )
-            .await
+            Layer::All => {
+                // The insights side by side on a second connection when the pool has one idle;
+                // otherwise after the raw turns on this one (never waiting for a second
+                // connection while holding one).
+                match self.try_lease(tenant).await? {
+                    Some(mut second) => {
+                        let raw = self.best_of_layer(
+                            lease.conn(),
+                            ItemLayer::Raw,
+                            query,
+                            session,
+                            postings_query,
+                            limit,
+                            now,
+                        );
+                        let insights = async {
+                            let best = self
+                                .best_of_layer(
+                                    second.conn(),
+                                    ItemLayer::Insight,
+                                    query,
+                                    None,
+                                    postings_query,
+                                    limit,
+                                    now,
+                                )
+                                .await?;
+                            second.done().await?;
+                            Ok::<_, MemoryError>(best)
+                        };
+                        // Boxed: each layer's search is a deep future, and two of them inline
+                        // (plus the copies a debug build makes) overflowed a 2 MiB test
+                        // thread's stack.
+                        tokio::try_join!(Box::pin(raw), Box::pin(insights))?
+                    }
+                    None => {
+                        let raw = Box::pin(self.best_of_layer(
+                            lease.conn(),
+                            ItemLayer::Raw,
+                            query,
+                            session,
+                            postings_query,
+                            limit,
+                            now,
+                        ))
+                        .await?;
+                        let insights = Box::pin(self.best_of_layer(
+                            lease.conn(),
+                            ItemLayer::Insight,
+                            query,
+                            None,
+                            postings_query,
+                            limit,
+                            now,
+                        ))
+                        .await?;
+                        (raw, insights)
+                    }
+                }
+            }
         };
-        // Boxed: each layer's search is a deep future, and two of them inline (plus the copies a
-        // debug build makes) overflowed a 2 MiB test thread's stack.
-        let (raw, insights) = tokio::try_join!(Box::pin(raw), Box::pin(insights))?;
         let mut ranked = raw;
         ranked.extend(insights);
         ranked.sort_by(best_first);
         ranked.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         if ranked.is_empty() {
-            self.explain_no_hits(tenant, &p.query).await?;
+            self.explain_no_hits(lease.conn(), &p.query).await?;
+            lease.done().await?;
             return Ok(SearchResults { hits: Vec::new() });
         }
-        let hits = self.hit_details(tenant, &p.query, &ranked).await?;
+        let hits = self.hit_details(lease.conn(), &p.query, &ranked).await?;
+        lease.done().await?;
         Ok(SearchResults { hits })
     }
 
@@ -264,7 +325,7 @@ impl MemoryStore {
     #[allow(clippy::too_many_arguments)]
     async fn best_of_layer(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         layer: ItemLayer,
         query: &str,
         session: Option<&str>,
@@ -275,7 +336,7 @@ impl MemoryStore {
         if let Some(postings_query) = postings_query
             && session.is_none()
             && let Some(best) = self
-                .best_by_postings(tenant, layer, postings_query, limit, now)
+                .best_by_postings(conn, layer, postings_query, limit, now)
                 .await?
         {
             self.search_paths().count_postings();
@@ -284,12 +345,12 @@ impl MemoryStore {
         if let Some(session) = session
             && layer == ItemLayer::Raw
             && self.search_settings().postings
-            && self.session_size(tenant, session).await? < SESSION_SCAN_MAX
+            && self.session_size(conn, session).await? < SESSION_SCAN_MAX
         {
             self.search_paths().count_session();
             return self
                 .ranked_rows(
-                    tenant,
+                    conn,
                     RAW_SESSION_BEST,
                     layer,
                     query,
@@ -304,30 +365,32 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(tenant, sql, layer, query, limit, extra, now)
+        self.ranked_rows(conn, sql, layer, query, limit, extra, now)
             .await
     }
 
     /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
-    async fn session_size(&self, tenant: &Tenant, session: &str) -> Result<i64, MemoryError> {
-        let mut lease = self.lease(tenant).await?;
+    async fn session_size(
+        &self,
+        conn: &mut PgConnection,
+        session: &str,
+    ) -> Result<i64, MemoryError> {
         let turns: i64 = telemetry::statement(
             "SELECT l0_raw session size",
             sqlx::query_scalar(SESSION_SIZE)
                 .bind(session)
                 .bind(SESSION_SCAN_MAX)
                 .persistent(self.named_statements())
-                .fetch_one(lease.conn()),
+                .fetch_one(conn),
         )
         .await?;
-        lease.done().await?;
         Ok(turns)
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn ranked_rows(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         sql: &'static str,
         layer: ItemLayer,
         query: &str,
@@ -354,9 +417,7 @@ impl MemoryStore {
             (ItemLayer::Raw, false) => "SELECT l0_raw ranked",
             (ItemLayer::Insight, _) => "SELECT l2_insights ranked",
         };
-        let mut lease = self.lease(tenant).await?;
-        let rows = telemetry::statement(summary, statement.fetch_all(lease.conn())).await?;
-        lease.done().await?;
+        let rows = telemetry::statement(summary, statement.fetch_all(conn)).await?;
         rows.iter()
             .map(|row| ranked(row, layer))
             .collect::<Result<_, sqlx::Error>>()
@@ -365,7 +426,7 @@ impl MemoryStore {
 
     async fn hit_details(
         &self,
-        tenant: &Tenant,
+        conn: &mut PgConnection,
         query: &str,
         ranked: &[Ranked],
     ) -> Result<Vec<Hit>, MemoryError> {
@@ -377,7 +438,6 @@ impl MemoryStore {
             })
             .collect();
         let ids: Vec<i64> = ranked.iter().map(|r| r.id).collect();
-        let mut lease = self.lease(tenant).await?;
         let rows = telemetry::statement(
             "SELECT hit_details",
             sqlx::query(HIT_DETAILS)
@@ -386,10 +446,9 @@ impl MemoryStore {
                 .bind(query)
                 .bind(&self.search_settings().languages)
                 .persistent(self.named_statements())
-                .fetch_all(lease.conn()),
+                .fetch_all(conn),
         )
         .await?;
-        lease.done().await?;
         let mut hits = Vec::with_capacity(rows.len());
         for (row, rank) in rows.iter().zip(ranked) {
             let found: bool = row.try_get("found")?;
@@ -413,18 +472,20 @@ impl MemoryStore {
     }
 
     /// After a search without hits: an error if the query could never match.
-    async fn explain_no_hits(&self, tenant: &Tenant, query: &str) -> Result<(), MemoryError> {
-        let mut lease = self.lease(tenant).await?;
+    async fn explain_no_hits(
+        &self,
+        conn: &mut PgConnection,
+        query: &str,
+    ) -> Result<(), MemoryError> {
         let row = telemetry::statement(
             "SELECT query_shape",
             sqlx::query(QUERY_SHAPE)
                 .bind(query)
                 .bind(&self.search_settings().languages)
                 .persistent(self.named_statements())
-                .fetch_one(lease.conn()),
+                .fetch_one(conn),
         )
         .await?;
-        lease.done().await?;
         let empty: bool = row.try_get("empty")?;
         let unindexable: bool = row.try_get("unindexable")?;
         if !empty && unindexable {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
 
 use super::params::{ForgetTarget, resolve_limit};
 use super::postings::{SearchPathCounts, SearchPaths};
@@ -242,6 +242,24 @@ impl MemoryStore {
     pub(super) async fn lease(&self, tenant: &Tenant) -> Result<Lease, sqlx::Error> {
         // Boxed: the pool's acquire is a deep future that every caller would otherwise carry.
         Box::pin(lease_from(&self.pool, self.named_statements, tenant)).await
+    }
+
+    /// Like [`Self::lease`], but only with a connection the pool has idle right now: `None`
+    /// instead of waiting. For a second connection taken while one is held (a search's second
+    /// layer), where waiting could deadlock: every holder waiting for the pool's last connection.
+    pub(super) async fn try_lease(&self, tenant: &Tenant) -> Result<Option<Lease>, sqlx::Error> {
+        let Some(mut conn) = self.pool.try_acquire() else {
+            return Ok(None);
+        };
+        Ok(Some(if self.named_statements {
+            scope::set_session(&mut conn, tenant, true).await?;
+            Lease::Pooled(conn)
+        } else {
+            let begin = AssertSqlSafe(scope::begin_statement(tenant)).into_sql_str();
+            Lease::Transaction(
+                statement("BEGIN", sqlx::Transaction::begin(conn, Some(begin))).await?,
+            )
+        }))
     }
 
     /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs

@@ -4,8 +4,18 @@
 -- (`matched_forms`, as `stem (language)`).
 --
 -- Planner notes: runs for at most `limit` rows (primary key probes), never for every match:
--- `ts_headline` re-parses the whole content. A hit deleted meanwhile (`forget`) has no row
--- and is left out by the caller.
+-- `ts_headline` re-parses the whole content. The query's words and, per language, its stems
+-- (tagged with that language's weight) are computed once (`q`), not per hit and lexeme; the
+-- `OFFSET 0` keeps each hit's matched words one evaluation (a flattened subquery would be
+-- repeated wherever `w.words` is used). A hit deleted meanwhile (`forget`) has no row and is
+-- left out by the caller.
+WITH q AS MATERIALIZED (
+    SELECT tsvector_to_array(to_tsvector('simple', $3)) AS words,
+           ARRAY(SELECT l.weight || t.lexeme
+                 FROM (VALUES ('english', 'B'), ('german', 'C')) AS l(language, weight),
+                      unnest(tsvector_to_array(to_tsvector(l.language::regconfig, $3))) AS t(lexeme)
+                 WHERE l.language = ANY ($4::text[])) AS forms
+)
 SELECT h.layer, h.id,
        m.content IS NOT NULL AS found,
        coalesce(ts_headline(
@@ -19,7 +29,8 @@ SELECT h.layer, h.id,
        m.session_id,
        w.words AS matched_words,
        f.forms AS matched_forms
-FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(layer, id, n)
+FROM q
+CROSS JOIN unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS h(layer, id, n)
 LEFT JOIN l0_raw r ON h.layer = 'raw' AND r.id = h.id
 LEFT JOIN l2_insights i ON h.layer = 'insight' AND i.id = h.id
 CROSS JOIN LATERAL (
@@ -32,9 +43,10 @@ CROSS JOIN LATERAL (
     SELECT ARRAY(
         SELECT t.lexeme FROM unnest(m.search_tsv) t
         WHERE 'A' = ANY (t.weights)
-          AND t.lexeme = ANY (tsvector_to_array(to_tsvector('simple', $3)))
+          AND t.lexeme = ANY (q.words)
         ORDER BY t.lexeme
     ) AS words
+    OFFSET 0
 ) w
 CROSS JOIN LATERAL (
     SELECT ARRAY(
@@ -42,10 +54,10 @@ CROSS JOIN LATERAL (
         FROM unnest(m.search_tsv) t
         JOIN (VALUES ('english', 'B'), ('german', 'C')) AS l(language, weight)
           ON l.weight = ANY (t.weights)
-        WHERE l.language = ANY ($4::text[])
-          AND t.lexeme = ANY (tsvector_to_array(to_tsvector(l.language::regconfig, $3)))
+        WHERE l.weight || t.lexeme = ANY (q.forms)
           AND t.lexeme <> ALL (w.words)
         ORDER BY 1
     ) AS forms
+    OFFSET 0
 ) f
 ORDER BY h.n
