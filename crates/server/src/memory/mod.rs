@@ -14,6 +14,7 @@
 //! contains a submitted value: errors name the field and state sizes, limits and allowed values
 //! only (see [`MemoryError`]).
 
+mod or_query;
 mod params;
 mod postings;
 mod scope;

@@ -333,6 +333,7 @@ impl MemoryStore {
         limit: u32,
         now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
+        let or_ranking = postings_query.and_then(PostingsQuery::or_ranking);
         if let Some(postings_query) = postings_query
             && session.is_none()
             && let Some(best) = self
@@ -354,6 +355,7 @@ impl MemoryStore {
                     RAW_SESSION_BEST,
                     layer,
                     query,
+                    or_ranking,
                     limit,
                     Extra::Session(Some(session)),
                     now,
@@ -365,7 +367,7 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(conn, sql, layer, query, limit, extra, now)
+        self.ranked_rows(conn, sql, layer, query, or_ranking, limit, extra, now)
             .await
     }
 
@@ -394,6 +396,7 @@ impl MemoryStore {
         sql: &'static str,
         layer: ItemLayer,
         query: &str,
+        or_ranking: Option<&str>,
         count: u32,
         extra: Extra<'_>,
         now: f64,
@@ -411,7 +414,7 @@ impl MemoryStore {
             Extra::Session(session) => statement.bind(session),
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
-        let statement = statement.bind(now);
+        let statement = statement.bind(now).bind(or_ranking);
         let summary = match (layer, sql == RAW_SESSION_BEST) {
             (ItemLayer::Raw, true) => "SELECT l0_raw session ranked",
             (ItemLayer::Raw, false) => "SELECT l0_raw ranked",

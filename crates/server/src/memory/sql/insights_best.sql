@@ -2,7 +2,7 @@
 --
 -- score = relevance × (1 + $4 × 0.5 ^ (age / $5 seconds)) × (1 + $6 × (importance − 0.5)):
 -- as for raw turns (raw_best.sql), on the same scale, with the insight's importance (0..1)
--- weighing in by $6 (importance_weight). Ties: newest first.
+-- weighing in by $6 (importance_weight). Ties: newest first. $8 as in raw_best.sql.
 --
 -- Planner notes: as in raw_best.sql (every match is found in the GIN index, read and ranked).
 SELECT i.id,
@@ -12,9 +12,9 @@ SELECT i.id,
                    * (1 + $6 * (i.importance::float8 - 0.5)) AS score
 FROM l2_insights i
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(i.search_tsv, search_query($1, $2))::float8 AS relevance
+    SELECT ts_rank_cd(i.search_tsv, coalesce($8::tsquery, search_query($1, $2)))::float8 AS relevance
 ) c
-WHERE i.search_tsv @@ search_query($1, $2)
-  AND querytree(search_query($1, $2)) <> 'T'
+WHERE i.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))
+  AND querytree(coalesce($8::tsquery, search_query($1, $2))) <> 'T'
 ORDER BY score DESC, i.created_at DESC, i.id DESC
 LIMIT $3

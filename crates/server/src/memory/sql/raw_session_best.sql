@@ -1,7 +1,7 @@
 -- The best $3 raw turns of session $6 for query $1 (stemmed in languages $2), ranked over every
 -- match of that session: the expressions of raw_best.sql over the same values ($4
 -- recency_weight, $5 its half-life in seconds, $7 the instant), so a turn ranks here exactly as
--- it ranks there.
+-- it ranks there ($8 too).
 --
 -- Planner notes: the session's turns are read by `l0_raw_tenant_session_id_id_idx` (the
 -- tenant condition repeats the row-level security policy's, migration V7) and each is
@@ -18,9 +18,9 @@ SELECT r.id,
 FROM (SELECT s.id, s.created_at, s.search_tsv FROM l0_raw s
       WHERE s.tenant = current_setting('app.tenant', true) AND s.session_id = $6 OFFSET 0) r
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(r.search_tsv, search_query($1, $2))::float8 AS relevance
+    SELECT ts_rank_cd(r.search_tsv, coalesce($8::tsquery, search_query($1, $2)))::float8 AS relevance
 ) c
-WHERE r.search_tsv @@ search_query($1, $2)
-  AND querytree(search_query($1, $2)) <> 'T'
+WHERE r.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))
+  AND querytree(coalesce($8::tsquery, search_query($1, $2))) <> 'T'
 ORDER BY score DESC, r.created_at DESC, r.id DESC
 LIMIT $3
