@@ -14,9 +14,9 @@
 //! contains a submitted value: errors name the field and state sizes, limits and allowed values
 //! only (see [`MemoryError`]).
 
-mod or_query;
 mod params;
 mod postings;
+mod ranking_query;
 mod scope;
 mod search;
 mod store;

@@ -116,9 +116,9 @@ impl SearchPaths {
     }
 }
 
-/// A query as the postings path reads it: the text of its `search_query` tsquery (for an `or`
-/// query with the operands of each lexeme merged, `or_query.rs`), its distinct lexemes and which
-/// of them a match must contain.
+/// A query as the postings path reads it: the text of its `search_query` tsquery (rewritten
+/// with fewer items, `ranking_query.rs`), its distinct lexemes and which of them a match must
+/// contain.
 #[derive(Debug, Clone)]
 pub(super) struct PostingsQuery {
     pub(super) tsquery: String,
@@ -311,14 +311,6 @@ struct Candidate {
     bound: f64,
 }
 
-impl PostingsQuery {
-    /// The tsquery to rank an `or` query with (its operands merged, `or_query.rs`), to use in
-    /// place of `search_query`'s; `None` for other queries.
-    pub(super) fn or_ranking(&self) -> Option<&str> {
-        self.or_only.then_some(self.tsquery.as_str())
-    }
-}
-
 impl MemoryStore {
     /// `query` as the postings path reads it; `None` for a query without a positive word
     /// (nothing or only excluded words: refused or empty by the every-match path) or whose
@@ -352,11 +344,8 @@ impl MemoryStore {
             return Ok(None);
         }
         let or_only = or_only.unwrap_or(false);
-        // An `or` query is ranked with one operand per lexeme (the same scores, cheaper).
-        let tsquery = match or_only {
-            true => super::or_query::merged(&tsquery).unwrap_or(tsquery),
-            false => tsquery,
-        };
+        // Ranked with fewer query items: the same scores, cheaper (ranking_query.rs).
+        let tsquery = super::ranking_query::simplified(&tsquery).unwrap_or(tsquery);
         Ok(
             Presence::parse(&positive, &lexemes).map(|presence| PostingsQuery {
                 tsquery,

@@ -35,6 +35,8 @@ const HIT_DETAILS: &str = include_str!("sql/hit_details.sql");
 const QUERY_SHAPE: &str = include_str!("sql/query_shape.sql");
 const SESSION_SIZE: &str = include_str!("sql/session_size.sql");
 const RAW_SESSION_BEST: &str = include_str!("sql/raw_session_best.sql");
+/// The query's tsquery as text, for `ranking_query.rs`.
+const SEARCH_QUERY_TEXT: &str = "SELECT search_query($1, $2)::text";
 
 /// A session with fewer turns than this is ranked from its own turns (`raw_session_best.sql`);
 /// a larger one through the full-text index with the session as a filter (`raw_best.sql`).
@@ -213,7 +215,15 @@ impl MemoryStore {
         } else {
             None
         };
+        // The query's tsquery with fewer items to rank with (ranking_query.rs); not with the
+        // postings off, the reference the tests compare with.
+        let ranking = match &postings_query {
+            Some(postings_query) => Some(postings_query.tsquery.clone()),
+            None if settings.postings => self.ranking_query(lease.conn(), &p.query).await?,
+            None => None,
+        };
         let postings_query = postings_query.as_ref();
+        let ranking = ranking.as_deref();
         let query = p.query.as_str();
         let (raw, insights) = match layer {
             Layer::Raw => {
@@ -223,6 +233,7 @@ impl MemoryStore {
                     query,
                     session,
                     postings_query,
+                    ranking,
                     limit,
                     now,
                 ))
@@ -236,6 +247,7 @@ impl MemoryStore {
                     query,
                     None,
                     postings_query,
+                    ranking,
                     limit,
                     now,
                 ))
@@ -254,6 +266,7 @@ impl MemoryStore {
                             query,
                             session,
                             postings_query,
+                            ranking,
                             limit,
                             now,
                         );
@@ -265,6 +278,7 @@ impl MemoryStore {
                                     query,
                                     None,
                                     postings_query,
+                                    ranking,
                                     limit,
                                     now,
                                 )
@@ -284,6 +298,7 @@ impl MemoryStore {
                             query,
                             session,
                             postings_query,
+                            ranking,
                             limit,
                             now,
                         ))
@@ -294,6 +309,7 @@ impl MemoryStore {
                             query,
                             None,
                             postings_query,
+                            ranking,
                             limit,
                             now,
                         ))
@@ -330,10 +346,10 @@ impl MemoryStore {
         query: &str,
         session: Option<&str>,
         postings_query: Option<&PostingsQuery>,
+        ranking: Option<&str>,
         limit: u32,
         now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
-        let or_ranking = postings_query.and_then(PostingsQuery::or_ranking);
         if let Some(postings_query) = postings_query
             && session.is_none()
             && let Some(best) = self
@@ -355,7 +371,7 @@ impl MemoryStore {
                     RAW_SESSION_BEST,
                     layer,
                     query,
-                    or_ranking,
+                    ranking,
                     limit,
                     Extra::Session(Some(session)),
                     now,
@@ -367,8 +383,29 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
-        self.ranked_rows(conn, sql, layer, query, or_ranking, limit, extra, now)
+        self.ranked_rows(conn, sql, layer, query, ranking, limit, extra, now)
             .await
+    }
+
+    /// `search_query`'s tsquery for `query`, rewritten with fewer items (ranking_query.rs).
+    async fn ranking_query(
+        &self,
+        conn: &mut PgConnection,
+        query: &str,
+    ) -> Result<Option<String>, MemoryError> {
+        let text: Option<String> = telemetry::statement(
+            "SELECT search_query",
+            sqlx::query_scalar(SEARCH_QUERY_TEXT)
+                .bind(query)
+                .bind(&self.search_settings().languages)
+                .persistent(self.named_statements())
+                .fetch_one(conn),
+        )
+        .await?;
+        // An empty query (no word) is left to `search_query` in the statements.
+        Ok(text
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| super::ranking_query::simplified(&text).unwrap_or(text)))
     }
 
     /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
@@ -396,7 +433,7 @@ impl MemoryStore {
         sql: &'static str,
         layer: ItemLayer,
         query: &str,
-        or_ranking: Option<&str>,
+        ranking: Option<&str>,
         count: u32,
         extra: Extra<'_>,
         now: f64,
@@ -414,7 +451,7 @@ impl MemoryStore {
             Extra::Session(session) => statement.bind(session),
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
-        let statement = statement.bind(now).bind(or_ranking);
+        let statement = statement.bind(now).bind(ranking);
         let summary = match (layer, sql == RAW_SESSION_BEST) {
             (ItemLayer::Raw, true) => "SELECT l0_raw session ranked",
             (ItemLayer::Raw, false) => "SELECT l0_raw ranked",

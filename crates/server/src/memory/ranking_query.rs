@@ -1,0 +1,447 @@
+//! A cheaper tsquery with the same matches and the same `ts_rank_cd` for every row.
+//!
+//! PostgreSQL 15's `ts_rank_cd` zeroes a 32 KiB position buffer per query item (operands and
+//! operators) for every row it ranks (`calc_rank_cd`), so what a ranked row costs grows with the
+//! size of the query. `search_query` writes each word with its forms, each restricted to the
+//! weights of its language, one branch per language: `'kadri':A & 'lomor':A | 'kadri':AB &
+//! 'lomor':AB | 'kadri':AC & 'lomor':AC` has 11 items, `'lomor':A | 'lomor':AB | 'lomor':AC` 5.
+//!
+//! `ts_rank_cd(v, q)` depends on `q` only through (1) the positions of `v` that match some
+//! operand of `q` (its lexeme, within its weights; operands under `!` included) and (2) which
+//! intervals of those positions satisfy `q` (its covers). Two rewritings of an `or` keep both:
+//! - operands of one lexeme become one with the union of their weights (`'lomor':A |
+//!   'lomor':AB | 'lomor':AC` is `'lomor':ABC`);
+//! - a branch without `!` that implies another branch (the same shape, each operand's weights
+//!   within the other's) is left out when each of its operands is also among the remaining
+//!   branches' with at least its weights (`'kadri':A & 'lomor':A` implies `'kadri':AB &
+//!   'lomor':AB`, so the example above keeps 7 items).
+//!
+//! The search ranks with the result where it has the query's text (docs/benchmarks.md,
+//! search); with the postings off it does not, and the tests compare both.
+
+/// One node of a tsquery in PostgreSQL's text form.
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    /// The lexeme as quoted in the text (escapes kept), its weights as bits A=1 … D=8 (0: any)
+    /// and the prefix flag.
+    Operand {
+        quoted: String,
+        weights: u8,
+        prefix: bool,
+    },
+    Not(Box<Node>),
+    /// `<N>` (`<->` is 1).
+    Phrase(Box<Node>, Box<Node>, u16),
+    And(Vec<Node>),
+    Or(Vec<Node>),
+}
+
+/// `tsquery` (PostgreSQL's text form) rewritten as the module documentation says, or `None`
+/// if it is not in the form PostgreSQL prints.
+pub(super) fn simplified(tsquery: &str) -> Option<String> {
+    let tokens = tokens(tsquery)?;
+    let mut at = 0;
+    let tree = parse_or(&tokens, &mut at)?;
+    if at != tokens.len() {
+        return None;
+    }
+    let mut out = String::new();
+    print(&simplify(tree), &mut out);
+    Some(out)
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Operand(String, u8, bool),
+    And,
+    Or,
+    Not,
+    Phrase(u16),
+    Open,
+    Close,
+}
+
+fn tokens(text: &str) -> Option<Vec<Token>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b' ' => at += 1,
+            b'&' => {
+                out.push(Token::And);
+                at += 1;
+            }
+            b'|' => {
+                out.push(Token::Or);
+                at += 1;
+            }
+            b'!' => {
+                out.push(Token::Not);
+                at += 1;
+            }
+            b'(' => {
+                out.push(Token::Open);
+                at += 1;
+            }
+            b')' => {
+                out.push(Token::Close);
+                at += 1;
+            }
+            b'<' => {
+                let end = at + text.get(at..)?.find('>')?;
+                let inner = text.get(at + 1..end)?;
+                let distance = if inner == "-" { 1 } else { inner.parse().ok()? };
+                out.push(Token::Phrase(distance));
+                at = end + 1;
+            }
+            b'\'' => {
+                let start = at;
+                at += 1;
+                loop {
+                    match *bytes.get(at)? {
+                        b'\'' if bytes.get(at + 1) == Some(&b'\'') => at += 2,
+                        b'\'' => break,
+                        b'\\' => at += 2,
+                        _ => at += 1,
+                    }
+                }
+                at += 1;
+                let quoted = text.get(start..at)?.to_owned();
+                let (mut weights, mut prefix) = (0u8, false);
+                if bytes.get(at) == Some(&b':') {
+                    at += 1;
+                    while let Some(&c) = bytes.get(at) {
+                        match c {
+                            b'A'..=b'D' => weights |= 1 << (c - b'A'),
+                            b'*' => prefix = true,
+                            _ => break,
+                        }
+                        at += 1;
+                    }
+                }
+                out.push(Token::Operand(quoted, weights, prefix));
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn parse_or(tokens: &[Token], at: &mut usize) -> Option<Node> {
+    let mut parts = vec![parse_and(tokens, at)?];
+    while tokens.get(*at) == Some(&Token::Or) {
+        *at += 1;
+        parts.push(parse_and(tokens, at)?);
+    }
+    Some(if parts.len() == 1 {
+        parts.pop()?
+    } else {
+        Node::Or(parts)
+    })
+}
+
+fn parse_and(tokens: &[Token], at: &mut usize) -> Option<Node> {
+    let mut parts = vec![parse_phrase(tokens, at)?];
+    while tokens.get(*at) == Some(&Token::And) {
+        *at += 1;
+        parts.push(parse_phrase(tokens, at)?);
+    }
+    Some(if parts.len() == 1 {
+        parts.pop()?
+    } else {
+        Node::And(parts)
+    })
+}
+
+fn parse_phrase(tokens: &[Token], at: &mut usize) -> Option<Node> {
+    let mut left = parse_unary(tokens, at)?;
+    while let Some(&Token::Phrase(distance)) = tokens.get(*at) {
+        *at += 1;
+        let right = parse_unary(tokens, at)?;
+        left = Node::Phrase(Box::new(left), Box::new(right), distance);
+    }
+    Some(left)
+}
+
+fn parse_unary(tokens: &[Token], at: &mut usize) -> Option<Node> {
+    let token = tokens.get(*at)?.clone();
+    *at += 1;
+    match token {
+        Token::Not => Some(Node::Not(Box::new(parse_unary(tokens, at)?))),
+        Token::Open => {
+            let inner = parse_or(tokens, at)?;
+            (tokens.get(*at) == Some(&Token::Close)).then(|| {
+                *at += 1;
+                inner
+            })
+        }
+        Token::Operand(quoted, weights, prefix) => Some(Node::Operand {
+            quoted,
+            weights,
+            prefix,
+        }),
+        _ => None,
+    }
+}
+
+fn simplify(node: Node) -> Node {
+    match node {
+        Node::Operand { .. } => node,
+        Node::Not(inner) => Node::Not(Box::new(simplify(*inner))),
+        Node::Phrase(l, r, d) => Node::Phrase(Box::new(simplify(*l)), Box::new(simplify(*r)), d),
+        Node::And(parts) => Node::And(parts.into_iter().map(simplify).collect()),
+        Node::Or(parts) => simplify_or(parts),
+    }
+}
+
+fn simplify_or(parts: Vec<Node>) -> Node {
+    // Flattened, operands of one lexeme merged.
+    let mut children: Vec<Node> = Vec::new();
+    for part in parts.into_iter().map(simplify) {
+        let flat = match part {
+            Node::Or(inner) => inner,
+            other => vec![other],
+        };
+        for child in flat {
+            if let Node::Operand {
+                quoted,
+                weights,
+                prefix,
+            } = &child
+                && let Some(Node::Operand { weights: merged, .. }) =
+                    children.iter_mut().find(|c| {
+                        matches!(c, Node::Operand { quoted: q, prefix: p, .. } if q == quoted && p == prefix)
+                    })
+            {
+                *merged = if *merged == 0 || *weights == 0 {
+                    0
+                } else {
+                    *merged | *weights
+                };
+                continue;
+            }
+            children.push(child);
+        }
+    }
+    // Branches implied by another one, whose operands the others cover.
+    let mut i = 0;
+    while i < children.len() {
+        let droppable = !has_not(&children[i])
+            && children
+                .iter()
+                .enumerate()
+                .any(|(j, other)| j != i && implies(&children[i], other))
+            && {
+                let mut others = Vec::new();
+                for (j, other) in children.iter().enumerate() {
+                    if j != i {
+                        operands(other, &mut others);
+                    }
+                }
+                let mut mine = Vec::new();
+                operands(&children[i], &mut mine);
+                mine.iter().all(|&(q, w, p)| {
+                    others
+                        .iter()
+                        .any(|&(oq, ow, op)| covers(q, w, p, oq, ow, op))
+                })
+            };
+        if droppable {
+            children.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    if children.len() == 1 {
+        children.pop().expect("one child")
+    } else {
+        Node::Or(children)
+    }
+}
+
+/// Whether the positions an operand `(q, w, p)` matches are all matched by `(oq, ow, op)`.
+fn covers(q: &str, w: u8, p: bool, oq: &str, ow: u8, op: bool) -> bool {
+    q == oq && p == op && (ow == 0 || (w != 0 && w & ow == w))
+}
+
+fn has_not(node: &Node) -> bool {
+    match node {
+        Node::Operand { .. } => false,
+        Node::Not(_) => true,
+        Node::Phrase(l, r, _) => has_not(l) || has_not(r),
+        Node::And(parts) | Node::Or(parts) => parts.iter().any(has_not),
+    }
+}
+
+fn operands<'a>(node: &'a Node, out: &mut Vec<(&'a str, u8, bool)>) {
+    match node {
+        Node::Operand {
+            quoted,
+            weights,
+            prefix,
+        } => out.push((quoted, *weights, *prefix)),
+        Node::Not(inner) => operands(inner, out),
+        Node::Phrase(l, r, _) => {
+            operands(l, out);
+            operands(r, out);
+        }
+        Node::And(parts) | Node::Or(parts) => parts.iter().for_each(|p| operands(p, out)),
+    }
+}
+
+/// Whether every row (and every interval of positions) that satisfies `a` satisfies `b`, by
+/// shape: both without `!`.
+fn implies(a: &Node, b: &Node) -> bool {
+    match (a, b) {
+        (
+            Node::Operand {
+                quoted: q,
+                weights: w,
+                prefix: p,
+            },
+            Node::Operand {
+                quoted: oq,
+                weights: ow,
+                prefix: op,
+            },
+        ) => covers(q, *w, *p, oq, *ow, *op),
+        (Node::Phrase(al, ar, ad), Node::Phrase(bl, br, bd)) => {
+            ad == bd && implies(al, bl) && implies(ar, br)
+        }
+        (Node::And(aparts), Node::And(bparts)) => {
+            bparts.iter().all(|b| aparts.iter().any(|a| implies(a, b)))
+        }
+        (Node::And(aparts), b) => aparts.iter().any(|a| implies(a, b)),
+        (a, Node::Or(bparts)) => bparts.iter().any(|b| implies(a, b)),
+        _ => false,
+    }
+}
+
+fn print(node: &Node, out: &mut String) {
+    match node {
+        Node::Operand {
+            quoted,
+            weights,
+            prefix,
+        } => {
+            out.push_str(quoted);
+            if *weights != 0 || *prefix {
+                out.push(':');
+                if *prefix {
+                    out.push('*');
+                }
+                for (bit, letter) in [(1, 'A'), (2, 'B'), (4, 'C'), (8, 'D')] {
+                    if weights & bit != 0 {
+                        out.push(letter);
+                    }
+                }
+            }
+        }
+        Node::Not(inner) => {
+            out.push('!');
+            print_operand(inner, out);
+        }
+        Node::Phrase(l, r, d) => {
+            print_operand(l, out);
+            if *d == 1 {
+                out.push_str(" <-> ");
+            } else {
+                out.push_str(&format!(" <{d}> "));
+            }
+            print_operand(r, out);
+        }
+        Node::And(parts) | Node::Or(parts) => {
+            let op = if matches!(node, Node::And(_)) {
+                " & "
+            } else {
+                " | "
+            };
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(op);
+                }
+                print_operand(part, out);
+            }
+        }
+    }
+}
+
+/// `node`, parenthesized unless it is an operand or a `!` (which binds tightest).
+fn print_operand(node: &Node, out: &mut String) {
+    if matches!(node, Node::Operand { .. } | Node::Not(_)) {
+        print(node, out);
+    } else {
+        out.push_str("( ");
+        print(node, out);
+        out.push_str(" )");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::simplified;
+
+    fn s(q: &str) -> String {
+        simplified(q).unwrap_or_else(|| panic!("{q} parses"))
+    }
+
+    #[test]
+    fn operands_of_one_lexeme_merge_and_implied_branches_go() {
+        assert_eq!(s("'lomor':A | 'lomor':AB | 'lomor':AC"), "'lomor':ABC");
+        assert_eq!(
+            s("'coffee':A | 'coffe':AB | 'coffe':AC"),
+            "'coffee':A | 'coffe':ABC"
+        );
+        // Any weight wins; nested `or`s flatten; escapes are kept.
+        assert_eq!(
+            s("( 'tea':A | 'tea' ) | 'it''s':B | 'x\\\\y':C | 'it''s':D"),
+            "'tea' | 'it''s':BD | 'x\\\\y':C"
+        );
+        // The exact-word branch is implied by a language's branch with the same lexemes.
+        assert_eq!(
+            s("'kadri':A & 'lomor':A | 'kadri':AB & 'lomor':AB | 'kadri':AC & 'lomor':AC"),
+            "( 'kadri':AB & 'lomor':AB ) | ( 'kadri':AC & 'lomor':AC )"
+        );
+        assert_eq!(
+            s("'k':A <-> 'l':A | 'k':AB <-> 'l':AB | 'k':AC <2> 'l':AC"),
+            "( 'k':AB <-> 'l':AB ) | ( 'k':AC <2> 'l':AC )"
+        );
+        // A stop word left one branch with one word: the branch with both implies it, and its
+        // `your`:A is still covered by the German branch's `your`:AC.
+        assert_eq!(
+            s("'your':A & 'loast':A | 'loast':AB | 'your':AC & 'loast':AC"),
+            "'loast':AB | ( 'your':AC & 'loast':AC )"
+        );
+        // Not implied: other stems; and a branch whose operands nothing else covers stays.
+        let words = "'time':A & 'people':A | 'time':AB & 'peopl':AB | 'tim':AC & 'peopl':AC";
+        assert_eq!(
+            s(words),
+            "( 'time':A & 'people':A ) | ( 'time':AB & 'peopl':AB ) | ( 'tim':AC & 'peopl':AC )"
+        );
+        assert_eq!(s("'a':A & 'b':A | 'b':AB"), "( 'a':A & 'b':A ) | 'b':AB");
+        // Branches with `!` stay as they are.
+        let excluded = "'garden':A & !'money':A | 'garden':AB & !'money':AB";
+        assert_eq!(
+            s(excluded),
+            "( 'garden':A & !'money':A ) | ( 'garden':AB & !'money':AB )"
+        );
+        assert_eq!(s("'a' & 'b'"), "'a' & 'b'");
+        assert_eq!(s("'a':*B"), "'a':*B");
+    }
+
+    #[test]
+    fn text_that_is_not_a_printed_tsquery_is_left_alone() {
+        for q in [
+            "",
+            "'a' |",
+            "'a' 'b'",
+            "'unclosed",
+            "( 'a'",
+            "'a' <x> 'b'",
+            "a",
+        ] {
+            assert_eq!(simplified(q), None, "{q}");
+        }
+    }
+}
