@@ -13,6 +13,7 @@ SELECT i.id,
 FROM l2_insights i
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(i.search_tsv, coalesce($8::tsquery, search_query($1, $2)))::float8 AS relevance
+    OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE i.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))
   AND querytree(coalesce($8::tsquery, search_query($1, $2))) <> 'T'

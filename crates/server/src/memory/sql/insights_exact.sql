@@ -11,6 +11,7 @@ SELECT i.id,
 FROM l2_insights i
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(i.search_tsv, $1::tsquery)::float8 AS relevance
+    OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE i.id = ANY ($2::bigint[])
   AND i.search_tsv @@ $1::tsquery

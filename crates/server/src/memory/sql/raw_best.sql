@@ -28,6 +28,7 @@ SELECT r.id,
 FROM l0_raw r
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(r.search_tsv, coalesce($8::tsquery, search_query($1, $2)))::float8 AS relevance
+    OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))
   AND querytree(coalesce($8::tsquery, search_query($1, $2))) <> 'T'

@@ -12,6 +12,7 @@ SELECT r.id,
 FROM l0_raw r
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(r.search_tsv, $1::tsquery)::float8 AS relevance
+    OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.id = ANY ($2::bigint[])
   AND r.search_tsv @@ $1::tsquery

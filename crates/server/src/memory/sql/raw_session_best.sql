@@ -19,6 +19,7 @@ FROM (SELECT s.id, s.created_at, s.search_tsv FROM l0_raw s
       WHERE s.tenant = current_setting('app.tenant', true) AND s.session_id = $6 OFFSET 0) r
 CROSS JOIN LATERAL (
     SELECT ts_rank_cd(r.search_tsv, coalesce($8::tsquery, search_query($1, $2)))::float8 AS relevance
+    OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))
   AND querytree(coalesce($8::tsquery, search_query($1, $2))) <> 'T'
