@@ -306,14 +306,24 @@ fn implies(a: &Node, b: &Node) -> bool {
                 prefix: op,
             },
         ) => covers(q, *w, *p, oq, *ow, *op),
-        (Node::Phrase(al, ar, ad), Node::Phrase(bl, br, bd)) => {
-            ad == bd && implies(al, bl) && implies(ar, br)
-        }
+        (Node::Phrase(..), Node::Phrase(..)) => implies_at_each_position(a, b),
         (Node::And(aparts), Node::And(bparts)) => {
             bparts.iter().all(|b| aparts.iter().any(|a| implies(a, b)))
         }
         (Node::And(aparts), b) => aparts.iter().any(|a| implies(a, b)),
         (a, Node::Or(bparts)) => bparts.iter().any(|b| implies(a, b)),
+        _ => false,
+    }
+}
+
+/// Within phrases: whether `a` matching ending at a position implies `b` matching there; only
+/// operands and phrases of them (what `websearch_to_tsquery` writes for `"…"`) are compared.
+fn implies_at_each_position(a: &Node, b: &Node) -> bool {
+    match (a, b) {
+        (Node::Operand { .. }, Node::Operand { .. }) => implies(a, b),
+        (Node::Phrase(al, ar, ad), Node::Phrase(bl, br, bd)) => {
+            ad == bd && implies_at_each_position(al, bl) && implies_at_each_position(ar, br)
+        }
         _ => false,
     }
 }
@@ -425,6 +435,15 @@ mod tests {
         assert_eq!(
             s(excluded),
             "( 'garden':A & !'money':A ) | ( 'garden':AB & !'money':AB )"
+        );
+        // Inside a phrase only operands and phrases are compared.
+        assert_eq!(
+            s("( 'a':A & 'b':A ) <-> 'c':A | ( 'a' & 'b' ) <-> 'c'"),
+            "( ( 'a':A & 'b':A ) <-> 'c':A ) | ( ( 'a' & 'b' ) <-> 'c' )"
+        );
+        assert_eq!(
+            s("'a':A <-> 'b':A <-> 'c':A | 'a' <-> 'b' <-> 'c'"),
+            "( 'a' <-> 'b' ) <-> 'c'"
         );
         assert_eq!(s("'a' & 'b'"), "'a' & 'b'");
         assert_eq!(s("'a':*B"), "'a':*B");
