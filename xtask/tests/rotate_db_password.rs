@@ -34,10 +34,12 @@ async fn the_password_rotates_in_the_role_and_the_file_and_the_daemon_is_signall
     )
     .unwrap();
     fs::set_permissions(&env_file, fs::Permissions::from_mode(0o644)).unwrap();
-    // A process standing in for the daemon: it records the SIGHUP it gets.
+    // A process standing in for the daemon: it records the SIGHUP it gets. `env
+    // --default-signal` first: a shell cannot trap a signal ignored when it started, as SIGHUP is
+    // under `nohup`, and the test would wait for it forever.
     let marker = root.path().join("got-hup");
-    let mut daemon = std::process::Command::new("sh")
-        .arg("-c")
+    let mut daemon = std::process::Command::new("env")
+        .args(["--default-signal=HUP", "sh", "-c"])
         .arg(format!(
             "trap 'touch {}; exit 0' HUP; while :; do sleep 0.05; done",
             marker.display()
