@@ -144,6 +144,20 @@ enum Extra<'a> {
     ImportanceWeight,
 }
 
+/// What each layer's search is asked (one search, both layers).
+#[derive(Clone, Copy)]
+struct LayerSearch<'a> {
+    query: &'a str,
+    /// The session filter of the raw turns.
+    session: Option<&'a str>,
+    postings_query: Option<&'a PostingsQuery>,
+    /// The query's tsquery with fewer items (`ranking_query.rs`), when known.
+    ranking: Option<&'a str>,
+    limit: u32,
+    /// The instant the recency boost is computed for.
+    now: f64,
+}
+
 /// One ranked candidate of one layer.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ranked {
@@ -222,101 +236,50 @@ impl MemoryStore {
             None if settings.postings => self.ranking_query(lease.conn(), &p.query).await?,
             None => None,
         };
-        let postings_query = postings_query.as_ref();
-        let ranking = ranking.as_deref();
-        let query = p.query.as_str();
-        let (raw, insights) = match layer {
-            Layer::Raw => {
-                let raw = Box::pin(self.best_of_layer(
-                    lease.conn(),
-                    ItemLayer::Raw,
-                    query,
-                    session,
-                    postings_query,
-                    ranking,
-                    limit,
-                    now,
-                ))
-                .await?;
-                (raw, Vec::new())
-            }
-            Layer::Insights => {
-                let insights = Box::pin(self.best_of_layer(
-                    lease.conn(),
-                    ItemLayer::Insight,
-                    query,
-                    None,
-                    postings_query,
-                    ranking,
-                    limit,
-                    now,
-                ))
-                .await?;
-                (Vec::new(), insights)
-            }
-            Layer::All => {
-                // The insights side by side on a second connection when the pool has one idle;
-                // otherwise after the raw turns on this one (never waiting for a second
-                // connection while holding one).
-                match self.try_lease(tenant).await? {
-                    Some(mut second) => {
-                        let raw = self.best_of_layer(
-                            lease.conn(),
-                            ItemLayer::Raw,
-                            query,
-                            session,
-                            postings_query,
-                            ranking,
-                            limit,
-                            now,
-                        );
-                        let insights = async {
-                            let best = self
-                                .best_of_layer(
-                                    second.conn(),
-                                    ItemLayer::Insight,
-                                    query,
-                                    None,
-                                    postings_query,
-                                    ranking,
-                                    limit,
-                                    now,
-                                )
-                                .await?;
-                            second.done().await?;
-                            Ok::<_, MemoryError>(best)
-                        };
-                        // Boxed: each layer's search is a deep future, and two of them inline
-                        // (plus the copies a debug build makes) overflowed a 2 MiB test
-                        // thread's stack.
-                        tokio::try_join!(Box::pin(raw), Box::pin(insights))?
-                    }
-                    None => {
-                        let raw = Box::pin(self.best_of_layer(
-                            lease.conn(),
-                            ItemLayer::Raw,
-                            query,
-                            session,
-                            postings_query,
-                            ranking,
-                            limit,
-                            now,
-                        ))
+        let search = LayerSearch {
+            query: &p.query,
+            session,
+            postings_query: postings_query.as_ref(),
+            ranking: ranking.as_deref(),
+            limit,
+            now,
+        };
+        let wants_raw = layer != Layer::Insights;
+        let wants_insights = layer != Layer::Raw;
+        // With both layers, the insights side by side on a second connection when the pool has
+        // one idle; otherwise one after the other on this one (never waiting for a second
+        // connection while holding one).
+        let second = match wants_raw && wants_insights {
+            true => self.try_lease(tenant).await?,
+            false => None,
+        };
+        // Boxed: each layer's search is a deep future, and two of them inline (plus the copies a
+        // debug build makes) overflowed a 2 MiB test thread's stack.
+        let (raw, insights) = match second {
+            Some(mut second) => {
+                let raw = self.best_of_layer(lease.conn(), ItemLayer::Raw, &search);
+                let insights = async {
+                    let best = self
+                        .best_of_layer(second.conn(), ItemLayer::Insight, &search)
                         .await?;
-                        let insights = Box::pin(self.best_of_layer(
-                            lease.conn(),
-                            ItemLayer::Insight,
-                            query,
-                            None,
-                            postings_query,
-                            ranking,
-                            limit,
-                            now,
-                        ))
-                        .await?;
-                        (raw, insights)
-                    }
+                    second.done().await?;
+                    Ok::<_, MemoryError>(best)
+                };
+                tokio::try_join!(Box::pin(raw), Box::pin(insights))?
+            }
+            None => {
+                let mut raw = Vec::new();
+                if wants_raw {
+                    raw =
+                        Box::pin(self.best_of_layer(lease.conn(), ItemLayer::Raw, &search)).await?;
                 }
+                let mut insights = Vec::new();
+                if wants_insights {
+                    insights =
+                        Box::pin(self.best_of_layer(lease.conn(), ItemLayer::Insight, &search))
+                            .await?;
+                }
+                (raw, insights)
             }
         };
         let mut ranked = raw;
@@ -338,18 +301,22 @@ impl MemoryStore {
     /// smaller than [`SESSION_SCAN_MAX`]; otherwise every match ranked ([`RAW_BEST`],
     /// [`INSIGHTS_BEST`]). All give the same hits; with [`SearchSettings::postings`] off only
     /// the last is used (the reference the tests compare with).
-    #[allow(clippy::too_many_arguments)]
     async fn best_of_layer(
         &self,
         conn: &mut PgConnection,
         layer: ItemLayer,
-        query: &str,
-        session: Option<&str>,
-        postings_query: Option<&PostingsQuery>,
-        ranking: Option<&str>,
-        limit: u32,
-        now: f64,
+        search: &LayerSearch<'_>,
     ) -> Result<Vec<Ranked>, MemoryError> {
+        let LayerSearch {
+            query,
+            postings_query,
+            ranking,
+            limit,
+            now,
+            ..
+        } = *search;
+        // The session filter is the raw turns' (see [`SearchMemory`]).
+        let session = search.session.filter(|_| layer == ItemLayer::Raw);
         if let Some(postings_query) = postings_query
             && session.is_none()
             && let Some(best) = self
