@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use sqlx::{PgConnection, Row};
 
+use super::ranking_query::{self, Node};
 use super::search::{Ranked, best_first};
 use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
@@ -168,126 +169,30 @@ impl Presence {
     }
 
     /// `querytree` text (`'a':A & ( 'b' | 'c' ) <-> 'd'`) over `lexemes`; `None` if it names a
-    /// lexeme not among them or does not parse.
+    /// lexeme not among them or does not parse (`ranking_query::parse`).
     fn parse(text: &str, lexemes: &[String]) -> Option<Presence> {
-        let tokens = tokens(text)?;
-        let mut at = 0;
-        let tree = parse_any(&tokens, &mut at, lexemes)?;
-        (at == tokens.len()).then_some(tree)
+        Presence::of(&ranking_query::parse(text)?, lexemes)
     }
-}
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Lexeme(String),
-    And,
-    Or,
-    Not,
-    Open,
-    Close,
-}
-
-fn tokens(text: &str) -> Option<Vec<Token>> {
-    let mut out = Vec::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' => {}
-            '&' => out.push(Token::And),
-            '|' => out.push(Token::Or),
-            '!' => out.push(Token::Not),
-            '(' => out.push(Token::Open),
-            ')' => out.push(Token::Close),
-            // `<->` or `<N>`: for presence, a phrase is `&`.
-            '<' => {
-                for c in chars.by_ref() {
-                    if c == '>' {
-                        break;
-                    }
-                    if !(c == '-' || c.is_ascii_digit()) {
-                        return None;
-                    }
-                }
-                out.push(Token::And);
+    /// A phrase is `&`; weights are ignored; whatever follows a `!` (not expected in a
+    /// positive part) may be absent.
+    fn of(node: &Node, lexemes: &[String]) -> Option<Presence> {
+        let all = |parts: &[&Node]| -> Option<Vec<Presence>> {
+            parts.iter().map(|p| Presence::of(p, lexemes)).collect()
+        };
+        Some(match node {
+            Node::Operand { quoted, .. } => {
+                let lexeme = ranking_query::unquoted(quoted)?;
+                Presence::Lexeme(lexemes.iter().position(|l| *l == lexeme)?)
             }
-            '\'' => {
-                let mut lexeme = String::new();
-                loop {
-                    match chars.next()? {
-                        '\'' if chars.peek() == Some(&'\'') => {
-                            chars.next();
-                            lexeme.push('\'');
-                        }
-                        '\'' => break,
-                        '\\' => lexeme.push(chars.next()?),
-                        c => lexeme.push(c),
-                    }
-                }
-                // Weights and the prefix flag: `:AB`, `:*`.
-                if chars.peek() == Some(&':') {
-                    chars.next();
-                    while chars
-                        .peek()
-                        .is_some_and(|c| matches!(c, 'A'..='D' | 'a'..='d' | '*'))
-                    {
-                        chars.next();
-                    }
-                }
-                out.push(Token::Lexeme(lexeme));
+            Node::Not(inner) => {
+                Presence::of(inner, lexemes)?;
+                Presence::Anything
             }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn parse_any(tokens: &[Token], at: &mut usize, lexemes: &[String]) -> Option<Presence> {
-    let mut parts = vec![parse_all(tokens, at, lexemes)?];
-    while tokens.get(*at) == Some(&Token::Or) {
-        *at += 1;
-        parts.push(parse_all(tokens, at, lexemes)?);
-    }
-    Some(if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        Presence::Any(parts)
-    })
-}
-
-fn parse_all(tokens: &[Token], at: &mut usize, lexemes: &[String]) -> Option<Presence> {
-    let mut parts = vec![parse_one(tokens, at, lexemes)?];
-    while tokens.get(*at) == Some(&Token::And) {
-        *at += 1;
-        parts.push(parse_one(tokens, at, lexemes)?);
-    }
-    Some(if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        Presence::All(parts)
-    })
-}
-
-fn parse_one(tokens: &[Token], at: &mut usize, lexemes: &[String]) -> Option<Presence> {
-    let token = tokens.get(*at)?;
-    *at += 1;
-    match token {
-        Token::Lexeme(lexeme) => lexemes
-            .iter()
-            .position(|l| l == lexeme)
-            .map(Presence::Lexeme),
-        Token::Open => {
-            let inner = parse_any(tokens, at, lexemes)?;
-            (tokens.get(*at) == Some(&Token::Close)).then(|| {
-                *at += 1;
-                inner
-            })
-        }
-        // Not expected in a positive part; whatever follows may be absent.
-        Token::Not => {
-            parse_one(tokens, at, lexemes)?;
-            Some(Presence::Anything)
-        }
-        Token::And | Token::Or | Token::Close => None,
+            Node::Phrase(left, right, _) => Presence::All(all(&[left, right])?),
+            Node::And(parts) => Presence::All(all(&parts.iter().collect::<Vec<_>>())?),
+            Node::Or(parts) => Presence::Any(all(&parts.iter().collect::<Vec<_>>())?),
+        })
     }
 }
 

@@ -17,11 +17,14 @@
 //!   'lomor':AB`, so the example above keeps 7 items).
 //!
 //! The search ranks with the result where it has the query's text (docs/benchmarks.md,
-//! search); with the postings off it does not, and the tests compare both.
+//! search); with the postings off it does not, and the tests compare both. The parser of
+//! PostgreSQL's tsquery text here ([`parse`]) is also what `postings.rs` reads a query's
+//! positive part with.
 
-/// One node of a tsquery in PostgreSQL's text form.
+/// One node of a tsquery in PostgreSQL's text form (also what the postings path reads a
+/// query's positive part from, `postings.rs`).
 #[derive(Debug, Clone, PartialEq)]
-enum Node {
+pub(super) enum Node {
     /// The lexeme as quoted in the text (escapes kept), its weights as bits A=1 … D=8 (0: any)
     /// and the prefix flag.
     Operand {
@@ -39,15 +42,31 @@ enum Node {
 /// `tsquery` (PostgreSQL's text form) rewritten as the module documentation says, or `None`
 /// if it is not in the form PostgreSQL prints.
 pub(super) fn simplified(tsquery: &str) -> Option<String> {
+    let mut out = String::new();
+    print(&simplify(parse(tsquery)?), &mut out);
+    Some(out)
+}
+
+/// `tsquery` (PostgreSQL's text form) as a tree; `None` if it is not in that form.
+pub(super) fn parse(tsquery: &str) -> Option<Node> {
     let tokens = tokens(tsquery)?;
     let mut at = 0;
     let tree = parse_or(&tokens, &mut at)?;
-    if at != tokens.len() {
-        return None;
+    (at == tokens.len()).then_some(tree)
+}
+
+/// The lexeme an operand's quoted text names (`'it''s'` is `it's`, `'x\\y'` is `x\y`).
+pub(super) fn unquoted(quoted: &str) -> Option<String> {
+    let inner = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut lexeme = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '\\' => lexeme.push(chars.next()?),
+            c => lexeme.push(c),
+        }
     }
-    let mut out = String::new();
-    print(&simplify(tree), &mut out);
-    Some(out)
+    Some(lexeme)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,28 +148,30 @@ fn tokens(text: &str) -> Option<Vec<Token>> {
 }
 
 fn parse_or(tokens: &[Token], at: &mut usize) -> Option<Node> {
-    let mut parts = vec![parse_and(tokens, at)?];
-    while tokens.get(*at) == Some(&Token::Or) {
-        *at += 1;
-        parts.push(parse_and(tokens, at)?);
-    }
-    Some(if parts.len() == 1 {
-        parts.pop()?
-    } else {
-        Node::Or(parts)
-    })
+    parse_list(tokens, at, &Token::Or, parse_and, Node::Or)
 }
 
 fn parse_and(tokens: &[Token], at: &mut usize) -> Option<Node> {
-    let mut parts = vec![parse_phrase(tokens, at)?];
-    while tokens.get(*at) == Some(&Token::And) {
+    parse_list(tokens, at, &Token::And, parse_phrase, Node::And)
+}
+
+/// `item (separator item)*`: the item alone, or `list` of them.
+fn parse_list(
+    tokens: &[Token],
+    at: &mut usize,
+    separator: &Token,
+    item: fn(&[Token], &mut usize) -> Option<Node>,
+    list: fn(Vec<Node>) -> Node,
+) -> Option<Node> {
+    let mut parts = vec![item(tokens, at)?];
+    while tokens.get(*at) == Some(separator) {
         *at += 1;
-        parts.push(parse_phrase(tokens, at)?);
+        parts.push(item(tokens, at)?);
     }
     Some(if parts.len() == 1 {
         parts.pop()?
     } else {
-        Node::And(parts)
+        list(parts)
     })
 }
 
@@ -447,6 +468,14 @@ mod tests {
         );
         assert_eq!(s("'a' & 'b'"), "'a' & 'b'");
         assert_eq!(s("'a':*B"), "'a':*B");
+    }
+
+    #[test]
+    fn quoted_lexemes_unquote() {
+        assert_eq!(super::unquoted("'it''s'").as_deref(), Some("it's"));
+        assert_eq!(super::unquoted("'x\\\\y'").as_deref(), Some("x\\y"));
+        assert_eq!(super::unquoted("'a'").as_deref(), Some("a"));
+        assert_eq!(super::unquoted("a"), None);
     }
 
     #[test]
