@@ -282,7 +282,71 @@ const OR_LIKE: &[&str] = &[
     "\"compost und\" -zeta120",
     "compost -zeta399",
     "compost -zeta150 -zeta151",
+    // Excluded words filter and do not score: the positive part is an `or` query, whatever
+    // the excluded word's frequency.
+    "garden -compost",
+    "compost -the",
+    "the -compost",
+    "garden or compost -the",
 ];
+
+/// Queries whose positive part is written as an `or` query: answered from the postings also
+/// with `postings_beyond_or` off (the default).
+const EXCLUDING: &[&str] = &[
+    "garden -compost",
+    "compost -the",
+    "the -compost",
+    "garden or compost -the",
+    "compost -zeta150 -zeta151",
+];
+
+/// `a -b` ranks its matches by `a` alone: each hit's relevance is `ts_rank_cd` of the row for
+/// the query `a`, whichever path answered; the excluded word only removes matches. Ranked
+/// against the whole query, the positions of an excluded word's other forms counted (the
+/// English stem of `collecting` is `collect`): some hit of `garden -collect` shows that they
+/// no longer do.
+/// A hit's match of query $1 and its relevance for $2 ($3 the languages, $4 its id).
+const HIT_RANK_RAW: &str = "SELECT search_tsv @@ search_query($1, $3), \
+     ts_rank_cd(search_tsv, search_query($2, $3))::float8 FROM l0_raw WHERE id = $4";
+const HIT_RANK_INSIGHT: &str = "SELECT search_tsv @@ search_query($1, $3), \
+     ts_rank_cd(search_tsv, search_query($2, $3))::float8 FROM l2_insights WHERE id = $4";
+
+/// `a -b` ranks its matches by `a` alone: each hit matches `a -b` and its relevance is
+/// `ts_rank_cd` of the row for the query `a`, whichever path answered; the excluded word only
+/// removes matches.
+async fn excluded_words_filter_and_do_not_score(store: &MemoryStore, pool: &PgPool) {
+    for postings in [true, false] {
+        let store = store.clone().with_search_settings(SearchSettings {
+            postings,
+            fixed_now: Some(1.9e9),
+            ..store.search_settings().clone()
+        });
+        for (positive, excluded) in [("garden", "collect"), ("compost", "the"), ("the", "garden")] {
+            let query = format!("{positive} -{excluded}");
+            let hits = search(&store, &query, 50, None).await;
+            assert_eq!(hits.len(), 50, "{query}: too few hits for the check");
+            for hit in &hits {
+                let sql = match hit.layer {
+                    ItemLayer::Raw => HIT_RANK_RAW,
+                    ItemLayer::Insight => HIT_RANK_INSIGHT,
+                };
+                let (matches, alone): (bool, f64) = sqlx::query_as(sql)
+                    .bind(&query)
+                    .bind(positive)
+                    .bind(&store.search_settings().languages)
+                    .bind(hit.id)
+                    .fetch_one(pool)
+                    .await
+                    .expect("rank the hit");
+                assert!(matches, "{query}: {hit:?} is no match");
+                assert_eq!(
+                    hit.relevance, alone,
+                    "{query} (postings {postings}): {hit:?}"
+                );
+            }
+        }
+    }
+}
 
 async fn search(store: &MemoryStore, q: &str, limit: u32, layer: Option<Layer>) -> Vec<Hit> {
     search_in(store, q, limit, layer, None).await
@@ -414,6 +478,21 @@ async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
         OR_LIKE.len() as u64,
         "{after:?}"
     );
+    let default_reach = store.clone().with_search_settings(SearchSettings {
+        postings_beyond_or: false,
+        ..eager.clone()
+    });
+    let before = default_reach.search_path_counts();
+    for q in EXCLUDING {
+        search(&default_reach, q, 10, Some(Layer::Raw)).await;
+    }
+    let after = default_reach.search_path_counts();
+    assert_eq!(
+        after.postings - before.postings,
+        EXCLUDING.len() as u64,
+        "{after:?}"
+    );
+    excluded_words_filter_and_do_not_score(&store, &pool).await;
 
     assert_same(
         &store,

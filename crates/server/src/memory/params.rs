@@ -237,7 +237,7 @@ pub struct Hit {
     pub score: f64,
     /// How well the content matches the query (PostgreSQL `ts_rank_cd`: matches of exact words
     /// weigh 1, of English stems 0.4, of German stems 0.2; query words close together count
-    /// more).
+    /// more). Excluded words (`-word`) filter the hits and do not count here.
     pub relevance: f64,
     /// The query's words found in the content exactly as written (lower-cased).
     pub matched_words: Vec<String>,

@@ -6,10 +6,12 @@
 //! at most their number: a memory's relevance is at most the sum of the weights of all its
 //! positions of the query's lexemes — at most the sum of its query lexemes' *impacts* (the
 //! weights of all their positions), which `search_postings` keeps per (layer, lexeme, memory),
-//! indexed best impact first and newest first within one impact. For a query whose operators
-//! are all `or` the bound is the relevance itself; for words that must all occur, phrases and
-//! excluded words it is above it, and `tests/search_postings.rs` compares every kind with
-//! ranking every match.
+//! indexed best impact first and newest first within one impact. The relevance ranks the
+//! query's positive part (`querytree`; excluded words filter, they do not score), so only its
+//! lexemes are read, and excluded words only remove candidates. For a positive part whose
+//! operators are all `or` the bound is the relevance itself; for words that must all occur and
+//! phrases it is above it, and `tests/search_postings.rs` compares every kind with ranking
+//! every match.
 //!
 //! One layer's best `limit` are found by reading each query lexeme's first `depth` postings:
 //! - which lexemes a match must contain is the query's positive part (`querytree`, parsed into
@@ -117,15 +119,19 @@ impl SearchPaths {
     }
 }
 
-/// A query as the postings path reads it: the text of its `search_query` tsquery (rewritten
-/// with fewer items, `ranking_query.rs`), its distinct lexemes and which of them a match must
-/// contain.
+/// A query as the postings path reads it: the text of its `search_query` tsquery that a match
+/// must satisfy and of its positive part that the relevance ranks (both rewritten with fewer
+/// items, `ranking_query.rs`), the distinct lexemes of the positive part and which of them a
+/// match must contain.
 #[derive(Debug, Clone)]
 pub(super) struct PostingsQuery {
     pub(super) tsquery: String,
+    /// The positive part (`querytree`), which the relevance ranks (`sql/raw_best.sql`).
+    pub(super) positive: String,
     pub(super) lexemes: Vec<String>,
     presence: Presence,
-    /// Operators all `|`: a single word with its forms, or words joined by `or`.
+    /// The positive part's operators all `|`: a single word with its forms, or words joined
+    /// by `or` (whatever words are excluded besides).
     or_only: bool,
     /// Each lexeme's number of postings in the raw layer, counted up to `long_list + 1`
     /// (`few_matches + 1` for an `or` query).
@@ -249,11 +255,15 @@ impl MemoryStore {
             return Ok(None);
         }
         let or_only = or_only.unwrap_or(false);
-        // Ranked with fewer query items: the same scores, cheaper (ranking_query.rs).
+        // Matched and ranked with fewer query items: the same matches and scores, cheaper
+        // (ranking_query.rs).
         let tsquery = super::ranking_query::simplified(&tsquery).unwrap_or(tsquery);
+        let ranked_part =
+            super::ranking_query::simplified(&positive).unwrap_or_else(|| positive.clone());
         Ok(
             Presence::parse(&positive, &lexemes).map(|presence| PostingsQuery {
                 tsquery,
+                positive: ranked_part,
                 lexemes,
                 presence,
                 or_only,
@@ -286,8 +296,8 @@ impl MemoryStore {
             return Ok(None);
         }
         // Not an `or` query: the bound is loose for every list not read to its end (a word
-        // that must occur besides another, or an excluded one, adds a whole posting's impact
-        // to every candidate's bound), so it proves a result early only where the query is
+        // that must occur besides another adds a whole posting's impact to every candidate's
+        // bound), so it proves a result early only where the query is
         // `or`-like: one long list whose lexeme matches by itself (a branch of the query left
         // with one word, as when the other is a stop word in that language). With a long list
         // that needs a short one, the matches are few and the full-text index finds them.
@@ -395,9 +405,7 @@ impl MemoryStore {
                 if exact.len() + batch.len() > RANK_BUDGET {
                     return Ok(None);
                 }
-                let ranked = self
-                    .exact_ranks(conn, layer, &query.tsquery, &batch, now)
-                    .await?;
+                let ranked = self.exact_ranks(conn, layer, query, &batch, now).await?;
                 for id in &batch {
                     exact.insert(*id, None);
                 }
@@ -487,7 +495,7 @@ impl MemoryStore {
         &self,
         conn: &mut PgConnection,
         layer: ItemLayer,
-        tsquery: &str,
+        query: &PostingsQuery,
         ids: &[i64],
         now: f64,
     ) -> Result<Vec<Ranked>, MemoryError> {
@@ -497,7 +505,7 @@ impl MemoryStore {
             ItemLayer::Insight => INSIGHTS_EXACT,
         };
         let statement = sqlx::query(sql)
-            .bind(tsquery)
+            .bind(&query.tsquery)
             .bind(ids)
             .bind(settings.recency_weight)
             .bind(settings.recency_half_life_days * 86_400.0);
@@ -506,7 +514,7 @@ impl MemoryStore {
             ItemLayer::Insight => statement.bind(settings.importance_weight),
         };
         // Unnamed: planned for these values, so the tsquery is parsed once (see the SQL).
-        let statement = statement.bind(now).persistent(false);
+        let statement = statement.bind(now).bind(&query.positive).persistent(false);
         let summary = match layer {
             ItemLayer::Raw => "SELECT l0_raw candidates",
             ItemLayer::Insight => "SELECT l2_insights candidates",

@@ -35,8 +35,10 @@ const HIT_DETAILS: &str = include_str!("sql/hit_details.sql");
 const QUERY_SHAPE: &str = include_str!("sql/query_shape.sql");
 const SESSION_SIZE: &str = include_str!("sql/session_size.sql");
 const RAW_SESSION_BEST: &str = include_str!("sql/raw_session_best.sql");
-/// The query's tsquery as text, for `ranking_query.rs`.
-const SEARCH_QUERY_TEXT: &str = "SELECT search_query($1, $2)::text";
+/// The query's tsquery and its positive part (which the relevance ranks) as text, for
+/// `ranking_query.rs`.
+const SEARCH_QUERY_TEXT: &str =
+    "SELECT q::text AS query, querytree(q) AS positive FROM search_query($1, $2) AS q";
 
 /// A session with fewer turns than this is ranked from its own turns (`raw_session_best.sql`);
 /// a larger one through the full-text index with the session as a filter (`raw_best.sql`).
@@ -153,6 +155,8 @@ struct LayerSearch<'a> {
     postings_query: Option<&'a PostingsQuery>,
     /// The query's tsquery with fewer items (`ranking_query.rs`), when known.
     ranking: Option<&'a str>,
+    /// Its positive part with fewer items, which the relevance ranks, when known.
+    positive: Option<&'a str>,
     limit: u32,
     /// The instant the recency boost is computed for.
     now: f64,
@@ -231,16 +235,20 @@ impl MemoryStore {
         };
         // The query's tsquery with fewer items to rank with (ranking_query.rs); not with the
         // postings off, the reference the tests compare with.
-        let ranking = match &postings_query {
-            Some(postings_query) => Some(postings_query.tsquery.clone()),
+        let (ranking, positive) = match &postings_query {
+            Some(postings_query) => (
+                Some(postings_query.tsquery.clone()),
+                Some(postings_query.positive.clone()),
+            ),
             None if settings.postings => self.ranking_query(lease.conn(), &p.query).await?,
-            None => None,
+            None => (None, None),
         };
         let search = LayerSearch {
             query: &p.query,
             session,
             postings_query: postings_query.as_ref(),
             ranking: ranking.as_deref(),
+            positive: positive.as_deref(),
             limit,
             now,
         };
@@ -310,7 +318,6 @@ impl MemoryStore {
         let LayerSearch {
             query,
             postings_query,
-            ranking,
             limit,
             now,
             ..
@@ -338,7 +345,7 @@ impl MemoryStore {
                     RAW_SESSION_BEST,
                     layer,
                     query,
-                    ranking,
+                    (search.ranking, search.positive),
                     limit,
                     Extra::Session(Some(session)),
                     now,
@@ -350,29 +357,35 @@ impl MemoryStore {
             ItemLayer::Raw => (RAW_BEST, Extra::Session(session)),
             ItemLayer::Insight => (INSIGHTS_BEST, Extra::ImportanceWeight),
         };
+        let ranking = (search.ranking, search.positive);
         self.ranked_rows(conn, sql, layer, query, ranking, limit, extra, now)
             .await
     }
 
-    /// `search_query`'s tsquery for `query`, rewritten with fewer items (ranking_query.rs).
+    /// `search_query`'s tsquery for `query` and its positive part, each rewritten with fewer
+    /// items (ranking_query.rs).
     async fn ranking_query(
         &self,
         conn: &mut PgConnection,
         query: &str,
-    ) -> Result<Option<String>, MemoryError> {
-        let text: Option<String> = telemetry::statement(
+    ) -> Result<(Option<String>, Option<String>), MemoryError> {
+        let row = telemetry::statement(
             "SELECT search_query",
-            sqlx::query_scalar(SEARCH_QUERY_TEXT)
+            sqlx::query(SEARCH_QUERY_TEXT)
                 .bind(query)
                 .bind(&self.search_settings().languages)
                 .persistent(self.named_statements())
                 .fetch_one(conn),
         )
         .await?;
-        // An empty query (no word) is left to `search_query` in the statements.
-        Ok(text
-            .filter(|text| !text.trim().is_empty())
-            .map(|text| super::ranking_query::simplified(&text).unwrap_or(text)))
+        // An empty query (no word) and one without a positive word are left to the statements.
+        let simplified = |text: Option<String>| {
+            text.filter(|text| !text.trim().is_empty() && text.trim() != "T")
+                .map(|text| super::ranking_query::simplified(&text).unwrap_or(text))
+        };
+        let full = simplified(row.try_get("query")?);
+        let positive = simplified(row.try_get("positive")?);
+        Ok((full, positive))
     }
 
     /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
@@ -400,7 +413,7 @@ impl MemoryStore {
         sql: &'static str,
         layer: ItemLayer,
         query: &str,
-        ranking: Option<&str>,
+        (ranking, positive): (Option<&str>, Option<&str>),
         count: u32,
         extra: Extra<'_>,
         now: f64,
@@ -418,7 +431,7 @@ impl MemoryStore {
             Extra::Session(session) => statement.bind(session),
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
-        let statement = statement.bind(now).bind(ranking);
+        let statement = statement.bind(now).bind(ranking).bind(positive);
         let summary = match (layer, sql == RAW_SESSION_BEST) {
             (ItemLayer::Raw, true) => "SELECT l0_raw session ranked",
             (ItemLayer::Raw, false) => "SELECT l0_raw ranked",
@@ -506,14 +519,28 @@ impl MemoryStore {
     }
 }
 
-/// Whether `query` (web-search syntax) is written as one word or words joined by `or`: no
-/// phrase, no excluded word, no two words side by side. The database decides whether its
-/// tsquery is really an `or` query (a word may split into several lexemes).
+/// Whether the positive part of `query` (web-search syntax) is written as one word or words
+/// joined by `or`: no phrase, no two words side by side, once the excluded words (`-word`,
+/// which filter and do not score) are set aside; an excluded word joined by `or` is not set
+/// aside. The database decides whether the positive part's tsquery is really an `or` query (a
+/// word may split into several lexemes).
 fn written_as_or_query(query: &str) -> bool {
     if query.contains('"') {
         return false;
     }
-    let words: Vec<&str> = query.split_whitespace().collect();
+    let all: Vec<&str> = query.split_whitespace().collect();
+    let excluded = |w: &str| w.len() > 1 && w.starts_with('-');
+    let mut words = Vec::with_capacity(all.len());
+    for (i, w) in all.iter().enumerate() {
+        if excluded(w) {
+            let joined = |j: Option<&&str>| j.is_some_and(|w| w.eq_ignore_ascii_case("or"));
+            if joined(i.checked_sub(1).and_then(|j| all.get(j))) || joined(all.get(i + 1)) {
+                return false;
+            }
+        } else {
+            words.push(*w);
+        }
+    }
     !words.is_empty()
         && words.len() % 2 == 1
         && words.iter().enumerate().all(|(i, w)| {
@@ -551,6 +578,9 @@ mod tests {
             "coffee or tea",
             "a OR b or c",
             "  tea  ",
+            "coffee -tea",
+            "-tea coffee -milk",
+            "coffee or tea -milk",
         ] {
             assert!(written_as_or_query(q), "{q}");
         }
@@ -558,8 +588,10 @@ mod tests {
             "",
             "coffee tea",
             "\"coffee tea\"",
-            "coffee -tea",
+            "coffee tea -milk",
             "-tea",
+            "-tea -milk",
+            "coffee -milk or tea",
             "or",
             "coffee or",
             "coffee or tea milk",

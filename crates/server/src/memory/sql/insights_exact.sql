@@ -1,6 +1,7 @@
 -- The insights $2 that match query $1 (the text of `search_query(words, languages)`), each
 -- with the relevance and score of insights_best.sql — the same expressions over the same
--- values ($3 recency_weight, $4 its half-life in seconds, $5 importance_weight, $6 the instant).
+-- values ($3 recency_weight, $4 its half-life in seconds, $5 importance_weight, $6 the instant,
+-- $7 the query's positive part that the relevance ranks).
 --
 -- Planner notes: as in raw_exact.sql.
 SELECT i.id,
@@ -10,7 +11,7 @@ SELECT i.id,
                    * (1 + $5 * (i.importance::float8 - 0.5)) AS score
 FROM l2_insights i
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(i.search_tsv, $1::tsquery)::float8 AS relevance
+    SELECT ts_rank_cd(i.search_tsv, $7::tsquery)::float8 AS relevance
     OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE i.id = ANY ($2::bigint[])

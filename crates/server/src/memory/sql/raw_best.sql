@@ -1,13 +1,17 @@
 -- The best $3 raw turns for query $1 (stemmed in languages $2), ranked over every match;
 -- optionally only those of session $6. $8, when not null, is the same query as a tsquery with
--- one operand per lexeme (an `or` query, or_query.rs): the same matches and scores, ranked
--- cheaper; it replaces `search_query($1, $2)`.
+-- fewer items (ranking_query.rs): the same matches and scores, ranked cheaper; it replaces
+-- `search_query($1, $2)`. $9, when not null, is the query's positive part (`querytree`) with
+-- fewer items; it replaces `querytree(...)` in the relevance.
 --
 -- score = relevance × (1 + $4 × 0.5 ^ (age / $5 seconds)), the age at $7 (seconds since the
 -- epoch, one instant for both layers of a search, so they are boosted alike): relevance is `ts_rank_cd` over
 -- `search_tsv` (exact words weigh 1.0, English stems 0.4, German stems 0.2; covers of several
--- query words close together count more), lightly boosted by recency ($4 = recency_weight,
--- $5 = its half-life). Ties: newest first.
+-- query words close together count more) for the query's positive part — what a match must
+-- contain (`querytree`): excluded words (`-word`) filter, they do not score (ranked against the
+-- whole query, `ts_rank_cd` let the positions of an excluded word's other forms into its
+-- covers) — lightly boosted by recency ($4 = recency_weight, $5 = its half-life). Ties:
+-- newest first.
 --
 -- Planner notes. `coalesce($8::tsquery, search_query($1, $2))` is written out (not taken from
 -- a CTE): IMMUTABLE with bound values, it is folded to a constant (without calling
@@ -27,7 +31,7 @@ SELECT r.id,
        c.relevance * (1 + $4 * power(0.5, greatest($7 - extract(epoch FROM r.created_at)::float8, 0) / $5)) AS score
 FROM l0_raw r
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(r.search_tsv, coalesce($8::tsquery, search_query($1, $2)))::float8 AS relevance
+    SELECT ts_rank_cd(r.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))::float8 AS relevance
     OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))

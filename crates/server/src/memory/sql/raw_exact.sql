@@ -1,7 +1,7 @@
 -- The raw turns $2 that match query $1 (the text of `search_query(words, languages)`), each
 -- with the relevance and score of raw_best.sql — the same expressions over the same values
--- ($3 recency_weight, $4 its half-life in seconds, $5 the instant), so a turn ranks here
--- exactly as it ranks there.
+-- ($3 recency_weight, $4 its half-life in seconds, $5 the instant, $6 the query's positive
+-- part that the relevance ranks), so a turn ranks here exactly as it ranks there.
 --
 -- Planner notes: primary-key probes for the candidates the postings named (a few times
 -- `limit`); `$1::tsquery` is folded to a constant in the unnamed statement's plan.
@@ -11,7 +11,7 @@ SELECT r.id,
        c.relevance * (1 + $3 * power(0.5, greatest($5 - extract(epoch FROM r.created_at)::float8, 0) / $4)) AS score
 FROM l0_raw r
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(r.search_tsv, $1::tsquery)::float8 AS relevance
+    SELECT ts_rank_cd(r.search_tsv, $6::tsquery)::float8 AS relevance
     OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.id = ANY ($2::bigint[])
