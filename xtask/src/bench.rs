@@ -20,6 +20,7 @@
 mod config_load;
 pub(crate) mod http;
 pub(crate) mod load;
+mod pg_settings;
 mod relevance;
 mod replicas;
 pub(crate) mod report;
@@ -106,6 +107,13 @@ pub struct BenchOptions {
     /// (repeatable; shown in the report's command).
     #[arg(long, value_name = "NAME=VALUE", value_parser = parse_server_env)]
     pub server_env: Vec<(String, String)>,
+    /// Set a PostgreSQL parameter on every throwaway cluster (ALTER SYSTEM and a restart before
+    /// anything is measured), e.g. `shared_buffers=4GB` or `max_wal_size=8GB` as an operator
+    /// sizes a server; repeatable, shown in the report. Durability settings (fsync,
+    /// synchronous_commit, full_page_writes, …) are refused: the rows run at PostgreSQL's default
+    /// durability.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = pg_settings::parse)]
+    pub pg_setting: Vec<(String, String)>,
 }
 
 fn parse_server_env(text: &str) -> std::result::Result<(String, String), String> {
@@ -149,6 +157,9 @@ impl BenchOptions {
         }
         for (name, value) in &self.server_env {
             command.push_str(&format!(" --server-env {name}={value}"));
+        }
+        for (name, value) in &self.pg_setting {
+            command.push_str(&format!(" --pg-setting {name}={value}"));
         }
         command
     }
@@ -234,6 +245,7 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
     println!("bench: {} run of {}", profile.name, binary.display());
     let cluster = start_cluster(Durability::Default)?;
     let runtime = runtime()?;
+    runtime.block_on(pg_settings::apply(&cluster, &options.pg_setting))?;
     let mut report = if options.telemetry_only {
         runtime.block_on(measure_telemetry_only(
             root, &binary, &cluster, &profile, options,
@@ -250,6 +262,7 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         options.fsync_off_row || !(options.quick || options.telemetry_only || options.replicas);
     if fsync_off_row {
         let cluster = start_cluster(Durability::Off)?;
+        runtime.block_on(pg_settings::apply(&cluster, &options.pg_setting))?;
         let figures = runtime.block_on(store_without_fsync(root, &binary, &cluster, &profile))?;
         report.figures.extend(figures);
         report.notes.push(
@@ -259,6 +272,19 @@ pub fn run(root: &Path, options: &BenchOptions) -> Result<()> {
         );
     }
     drop(runtime);
+    if !options.pg_setting.is_empty() {
+        let settings: Vec<String> = options
+            .pg_setting
+            .iter()
+            .map(|(name, value)| format!("{name} = {value}"))
+            .collect();
+        report.notes.push(format!(
+            "PostgreSQL parameters changed from their defaults on every cluster of this run \
+             (`--pg-setting`, ALTER SYSTEM and a restart before any figure): {}. Durability \
+             settings stay at their defaults.",
+            settings.join(", ")
+        ));
+    }
 
     println!("\n{}", report.table());
     for note in &report.notes {
