@@ -211,6 +211,22 @@ async fn inflections_match_in_english_and_german_and_exact_forms_rank_first() {
         "{found:?}"
     );
 
+    // An excluded word removes the memories that hold it as written; one that holds only
+    // another form still matches, and the excluded word is not among why it matched.
+    let found = hits(&store, query("stamps -collect")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, collecting)], "{found:?}");
+    assert_eq!(found[0].matched_words, ["stamps"], "{found:?}");
+    assert_eq!(found[0].matched_forms, ["stamp (english)"], "{found:?}");
+    assert!(found[0].snippet.contains("**stamps**"), "{found:?}");
+    // English drops `the` (a stop word) and with it the exclusion, so the English branch finds
+    // a memory that holds it: `the` is still neither a matched word nor marked in the snippet.
+    let heap = put(&store, "s", "the compost heap is warm").await;
+    let found = hits(&store, query("compost -the")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, heap)], "{found:?}");
+    assert_eq!(found[0].matched_words, ["compost"], "{found:?}");
+    assert!(found[0].snippet.contains("**compost**"), "{found:?}");
+    assert!(!found[0].snippet.contains("**the**"), "{found:?}");
+
     let found = hits(&store, query("Haus")).await;
     assert_eq!(
         ids(&found),

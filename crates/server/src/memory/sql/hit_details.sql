@@ -4,16 +4,19 @@
 -- (`matched_forms`, as `stem (language)`).
 --
 -- Planner notes: runs for at most `limit` rows (primary key probes), never for every match:
--- `ts_headline` re-parses the whole content. The query's words and, per language, its stems
--- (tagged with that language's weight) are computed once (`q`), not per hit and lexeme; the
+-- `ts_headline` re-parses the whole content (it marks the positive part's words only). The words and, per language, the stems of the
+-- query's positive part (`querytree`: an excluded word is never why a memory matched), each
+-- stem tagged with its language's weight, are computed once (`q`), not per hit and lexeme; the
 -- `OFFSET 0` keeps each hit's matched words one evaluation (a flattened subquery would be
 -- repeated wherever `w.words` is used). A hit deleted meanwhile (`forget`) has no row and is
 -- left out by the caller.
 WITH q AS MATERIALIZED (
-    SELECT tsvector_to_array(to_tsvector('simple', $3)) AS words,
+    SELECT ARRAY(SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
+                       FROM regexp_matches(querytree(websearch_to_tsquery('simple', $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS words,
            ARRAY(SELECT l.weight || t.lexeme
                  FROM (VALUES ('english', 'B'), ('german', 'C')) AS l(language, weight),
-                      unnest(tsvector_to_array(to_tsvector(l.language::regconfig, $3))) AS t(lexeme)
+                 LATERAL (SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
+                       FROM regexp_matches(querytree(websearch_to_tsquery(l.language::regconfig, $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
                  WHERE l.language = ANY ($4::text[])) AS forms
 )
 SELECT h.layer, h.id,
@@ -21,9 +24,10 @@ SELECT h.layer, h.id,
        coalesce(ts_headline(
            CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
            m.content,
-           websearch_to_tsquery(
-               CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
-               $3),
+           (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
+            FROM websearch_to_tsquery(
+                CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
+                $3) AS t),
            'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=**, StopSel=**'), '') AS snippet,
        coalesce(to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '') AS created_at,
        m.session_id,
