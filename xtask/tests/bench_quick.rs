@@ -214,13 +214,28 @@ fn the_quick_benchmark_reports_every_figure() {
 #[test]
 fn the_quick_replica_benchmark_reports_store_and_search_for_one_and_three_replicas() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let report = bench(&["--quick", "--replicas"]);
+    // With a PostgreSQL parameter set on the cluster (ALTER SYSTEM and a restart, read back):
+    // the run says so in its command and its notes.
+    let report = bench(&["--quick", "--replicas", "--pg-setting", "work_mem=8MB"]);
     assert!(
         report["command"]
             .as_str()
             .unwrap()
             .starts_with("cargo xtask bench --quick --json")
             && report["command"].as_str().unwrap().contains(" --replicas")
+            && report["command"]
+                .as_str()
+                .unwrap()
+                .contains(" --pg-setting work_mem=8MB")
+    );
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("work_mem = 8MB")),
+        "{}",
+        report["notes"]
     );
     let figures = report["figures"].as_array().unwrap();
     let keys: BTreeSet<&str> = figures.iter().map(|f| f["key"].as_str().unwrap()).collect();
