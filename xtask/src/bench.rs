@@ -42,6 +42,7 @@ use clap::Args;
 use config_core::Environment;
 use pg_harness::{Durability, TestCluster};
 use serde_json::{Value, json};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgPoolOptions;
 
 use self::http::{Client, Outcome, outcome, tool_call_body};
@@ -114,6 +115,15 @@ pub struct BenchOptions {
     /// durability.
     #[arg(long, value_name = "NAME=VALUE", value_parser = pg_settings::parse)]
     pub pg_setting: Vec<(String, String)>,
+    /// After seeding (and the search latency figures), create FILE, print how to reach the seeded database over the cluster's
+    /// socket, and wait until FILE is removed before measuring (for investigating plans on the
+    /// seeded database).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub hold_after_seed: Option<PathBuf>,
+    /// Print every measured search that took longer than MS milliseconds (kind, arguments,
+    /// time, hits), for finding the slow queries of a kind.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub print_slow: Option<f64>,
 }
 
 fn parse_server_env(text: &str) -> std::result::Result<(String, String), String> {
@@ -370,6 +380,14 @@ pub(crate) async fn stamped_database(cluster: &TestCluster) -> Result<String> {
         .await
         .context("connect to the benchmark database as the cluster's superuser")?;
     db::declare_search_leakproof(&admin, &database.name).await?;
+    // So that the seed can checkpoint when it is loaded (seed.rs); the names are generated.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "GRANT pg_checkpoint TO {}",
+        database.owner
+    )))
+    .execute(&admin)
+    .await
+    .context("grant pg_checkpoint to the benchmark database's owner")?;
     admin.close().await;
     Ok(database.url)
 }
@@ -398,10 +416,11 @@ async fn measure(
     let url = stamped_database(cluster).await?;
     let seeded = seed::seed(&url, &vocabulary, profile.turns, profile.insights).await?;
     println!(
-        "bench: seeded in {:.1} s (copy) + {:.1} s (indexes) + {:.1} s (vacuum analyze), {:.0} MiB",
+        "bench: seeded in {:.1} s (copy) + {:.1} s (indexes) + {:.1} s (vacuum analyze) + {:.1} s (checkpoint, sync), {:.0} MiB",
         seeded.copy.as_secs_f64(),
         seeded.index.as_secs_f64(),
         seeded.analyze.as_secs_f64(),
+        seeded.settle.as_secs_f64(),
         seeded.size_mib
     );
     figures.push(
@@ -415,7 +434,8 @@ async fn measure(
         .with("size_mib", seeded.size_mib)
         .with("copy_s", seeded.copy.as_secs_f64())
         .with("index_s", seeded.index.as_secs_f64())
-        .with("analyze_s", seeded.analyze.as_secs_f64()),
+        .with("analyze_s", seeded.analyze.as_secs_f64())
+        .with("settle_s", seeded.settle.as_secs_f64()),
     );
     figures.push(Figure::single(
         "seed.insights",
@@ -449,7 +469,20 @@ async fn measure(
         &mut rng,
     );
     if !options.http_only {
-        figures.extend(search_latency(&server, &vocabulary, &seeded, &queries, profile).await?);
+        figures.extend(
+            search_latency(
+                &server,
+                &vocabulary,
+                &seeded,
+                &queries,
+                profile,
+                options.print_slow,
+            )
+            .await?,
+        );
+    }
+    if let Some(file) = &options.hold_after_seed {
+        hold(cluster, &url, file).await?;
     }
 
     println!("bench: HTTP load");
@@ -479,7 +512,8 @@ async fn measure(
     notes.push(format!(
         "Seeded database: {} turns in {} sessions and {} insights ({:.0} MiB with indexes), \
          {} words drawn Zipf-like (P(rank r) ∝ 1/r; 5–60 words per turn), written with \
-         COPY, indexes rebuilt, then VACUUM ANALYZE. Search latency: one client calling \
+         COPY, indexes rebuilt, then VACUUM ANALYZE, CHECKPOINT and sync (nothing measured while \
+         the load is flushed). Search latency: one client calling \
          `search_memory` over HTTP, one query at a time, the kinds interleaved, before any load.",
         grouped(seeded.turns as f64),
         grouped(seeded.sessions as f64),
@@ -516,6 +550,29 @@ async fn measure(
     }
 
     Ok(report(options, profile, machine, figures, notes))
+}
+
+/// Waits while `file` exists, after printing how to reach the seeded database (superuser over
+/// the socket, `trust`; no password printed).
+async fn hold(cluster: &TestCluster, url: &str, file: &Path) -> Result<()> {
+    let database = url
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap_or_default();
+    std::fs::write(file, format!("{database}\n"))
+        .with_context(|| format!("write {}", file.display()))?;
+    println!(
+        "bench: holding until {} is removed; psql -h {} -p {} -U {} {database}",
+        file.display(),
+        cluster.socket_dir().display(),
+        cluster.port(),
+        pg_harness::SUPERUSER
+    );
+    while file.exists() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 /// The report of this run, dated now.
@@ -1144,11 +1201,18 @@ async fn search_latency(
     seeded: &seed::Seeded,
     queries: &[(Kind, Value)],
     profile: &Profile,
+    print_slow: Option<f64>,
 ) -> Result<Vec<Figure>> {
     let mut client = Client::new(server.addr(), server::TOKEN);
     let mut times: Vec<(Kind, f64, bool)> = Vec::new();
     for (index, (kind, arguments)) in queries.iter().enumerate() {
         let (elapsed, hits) = search_once(&mut client, index as u64, arguments.clone()).await?;
+        if print_slow.is_some_and(|ms| elapsed > ms) {
+            println!(
+                "bench:   slow {}: {arguments} {elapsed:.1} ms, {hits} hit(s)",
+                kind.key()
+            );
+        }
         if index >= profile.search_warmup * Kind::ALL.len() {
             times.push((*kind, elapsed, hits > 0));
         }
