@@ -289,6 +289,83 @@ async fn an_excluded_word_beside_a_stop_word_is_searched_and_only_exclusions_are
     assert!(store.search(&TENANT, query("-your -money")).await.is_err());
 }
 
+/// A word that one configured language ignores as a stop word is left out of every branch of
+/// the query (V11): `then invoice` finds and ranks what `invoice` finds, in both layers; a
+/// phrase keeps its distance; a query of only stop words still finds what it names.
+#[tokio::test]
+async fn stop_words_are_left_out_of_every_branch_unless_nothing_else_is_left() {
+    let (_db, store) = fresh().await;
+    let alone = put(&store, "s", "the invoice for march").await;
+    let twice = put(&store, "s", "invoice after invoice, then another invoice").await;
+    let then = put(&store, "s", "then the invoices were paid").await;
+    put(&store, "s", "then we went home").await;
+    let german = put(&store, "s", "die Rechnung und dann die Rechnungen").await;
+    let hamlet = put(&store, "s", "to be or not to be").await;
+    put(&store, "s", "invoice march totals").await;
+    put_insight(&store, "every invoice is checked twice", 0.5).await;
+
+    let pairs = [
+        ("then invoice", "invoice"),
+        ("invoice then", "invoice"),
+        // `und` and `die` are German stop words, left out of the English and exact branches too.
+        ("Rechnung und", "Rechnung"),
+        ("die Rechnungen", "Rechnungen"),
+        ("then or invoice", "invoice"),
+        ("invoice -then", "invoice"),
+    ];
+    for (with, without) in pairs {
+        let a = hits(&store, query(with)).await;
+        let b = hits(&store, query(without)).await;
+        assert!(!a.is_empty(), "{with}: no hits");
+        let key = |h: &[Hit]| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.layer,
+                        h.id,
+                        format!("{:.9}", h.relevance),
+                        h.matched_words.clone(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&a), key(&b), "{with} vs {without}");
+    }
+    let found = hits(&store, query("then invoice")).await;
+    assert_eq!(found[0].id, twice, "{found:?}");
+    assert!(ids(&found).contains(&(ItemLayer::Raw, alone)), "{found:?}");
+    assert!(ids(&found).contains(&(ItemLayer::Raw, then)), "{found:?}");
+    assert!(
+        found.iter().all(
+            |h| !h.matched_words.iter().any(|w| w == "then") && !h.snippet.contains("**then**")
+        ),
+        "{found:?}"
+    );
+    assert_eq!(
+        ids(&hits(&store, query("Rechnung und")).await),
+        [(ItemLayer::Raw, german)]
+    );
+
+    // A phrase keeps the stop word's place: one word between (not "invoice march").
+    assert_eq!(
+        ids(&hits(&store, query("\"invoice the march\"")).await),
+        [(ItemLayer::Raw, alone)]
+    );
+
+    // Only stop words: searched with them — the exact words, and each language that drops
+    // none of them. German drops `also`, English `the`: neither matches the other word alone
+    // (before, `"the also"` found every memory with `the`).
+    let also = put(&store, "s", "the also ran").await;
+    put(&store, "s", "also a dog").await;
+    let found = hits(&store, query("\"the also\"")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, also)], "{found:?}");
+    assert_eq!(found[0].matched_words, ["also", "the"], "{found:?}");
+    let found = hits(&store, query("to be or not to be")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, hamlet)], "{found:?}");
+    let found = hits(&store, query("\"not to be\"")).await;
+    assert_eq!(ids(&found), [(ItemLayer::Raw, hamlet)], "{found:?}");
+}
+
 /// A search holds one connection for all its statements and takes a second one for the other
 /// layer only if the pool has one idle: many concurrent searches on a pool of two never wait
 /// for each other's connections (a deadlock until the acquire timeout), and each finds what a

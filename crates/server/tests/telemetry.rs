@@ -773,14 +773,14 @@ async fn every_call_is_a_server_span_with_database_children_at_ratio_1() {
         children.sort_unstable();
         let expected: &[&str] = match request_id {
             "1" => &["INSERT l0_raw"],
-            // The query's tsquery (to rank with fewer items), both layers ranked (a two-word
-            // query, not an `or` query: every match through the full-text index), then the
-            // details of the hits.
+            // The query's tsquery and lexemes (to rank with fewer items), both layers ranked
+            // (a two-word query, not an `or` query: every match through the full-text index),
+            // then the details of the hits.
             "2" => &[
                 "SELECT hit_details",
                 "SELECT l0_raw ranked",
                 "SELECT l2_insights ranked",
-                "SELECT search_query",
+                "SELECT query_lexemes",
             ],
             "3" => &["SELECT l0_raw session"],
             _ => &[],

@@ -226,10 +226,15 @@ impl MemoryStore {
     /// `query` as the postings path reads it; `None` for a query without a positive word
     /// (nothing or only excluded words: refused or empty by the every-match path) or whose
     /// positive part does not parse.
+    ///
+    /// The postings of a positive part that is not an `or` query are counted only with
+    /// `count_beyond_or` ([`SearchSettings::postings_beyond_or`](super::SearchSettings)); without
+    /// the counts such a query ranks every match (`best_by_postings` returns `None`).
     pub(super) async fn postings_query(
         &self,
         conn: &mut PgConnection,
         query: &str,
+        count_beyond_or: bool,
     ) -> Result<Option<PostingsQuery>, MemoryError> {
         let row = telemetry::statement(
             "SELECT query_lexemes",
@@ -238,6 +243,7 @@ impl MemoryStore {
                 .bind(&self.search_settings().languages)
                 .bind(self.search_settings().long_list.saturating_add(1))
                 .bind(self.search_settings().few_matches.saturating_add(1))
+                .bind(count_beyond_or)
                 .persistent(false)
                 .fetch_one(&mut *conn),
         )
@@ -289,6 +295,10 @@ impl MemoryStore {
             ItemLayer::Raw => &query.raw_postings,
             ItemLayer::Insight => &query.insight_postings,
         };
+        // Not counted (a positive part that is not an `or` query, `postings_beyond_or` off).
+        if sizes.len() != lexemes.len() {
+            return Ok(None);
+        }
         // Few matches (a rare word, or a frequent one with a rare one that must also occur):
         // ranking every match is one statement through the full-text index and cheaper. The
         // counts stop above `long_list`, so `most` is exact whenever it is not above that.

@@ -75,10 +75,12 @@ pub struct SearchSettings {
     /// is answered from the postings only when exactly one of its lexemes is frequent and
     /// matches by itself (see `postings.rs`).
     pub long_list: i64,
-    /// Also ask the postings about queries that are not written as `or` queries (several
-    /// words, phrases, excluded words): answered from them only in the case `long_list`
-    /// describes, which is rare, so by default such queries skip the statement that would
-    /// tell (it costs more than it saves on the benchmark's mix, docs/benchmarks.md).
+    /// Also count the postings of queries whose positive part is not an `or` query (words
+    /// that must all occur, phrases): answered from them only in the case `long_list`
+    /// describes, which is rare, so by default their lists are not counted and they rank
+    /// every match (the counts cost more than they save on the benchmark's mix,
+    /// docs/benchmarks.md). Queries that are `or` queries once their stop words are left out
+    /// (`then invoice`) are counted either way.
     pub postings_beyond_or: bool,
     /// Rank as of this instant (seconds since the epoch) instead of the clock's: for tests
     /// that compare searches made one after the other. `None` in the server.
@@ -224,12 +226,13 @@ impl MemoryStore {
         // side on a second one.
         let mut lease = self.lease(tenant).await?;
         // Any query with a positive word may be answered from the impact-ordered postings
-        // (postings.rs); the others (and a fallback) rank every match.
+        // (postings.rs); the others (and a fallback) rank every match. Whether the positive
+        // part is an `or` query is the database's to say: a stop word is left out of the
+        // query (V11), so `then invoice` is one.
         let settings = self.search_settings();
-        let postings_query = if settings.postings
-            && (settings.postings_beyond_or || written_as_or_query(&p.query))
-        {
-            self.postings_query(lease.conn(), &p.query).await?
+        let postings_query = if settings.postings {
+            self.postings_query(lease.conn(), &p.query, settings.postings_beyond_or)
+                .await?
         } else {
             None
         };
@@ -519,40 +522,6 @@ impl MemoryStore {
     }
 }
 
-/// Whether the positive part of `query` (web-search syntax) is written as one word or words
-/// joined by `or`: no phrase, no two words side by side, once the excluded words (`-word`,
-/// which filter and do not score) are set aside; an excluded word joined by `or` is not set
-/// aside. The database decides whether the positive part's tsquery is really an `or` query (a
-/// word may split into several lexemes).
-fn written_as_or_query(query: &str) -> bool {
-    if query.contains('"') {
-        return false;
-    }
-    let all: Vec<&str> = query.split_whitespace().collect();
-    let excluded = |w: &str| w.len() > 1 && w.starts_with('-');
-    let mut words = Vec::with_capacity(all.len());
-    for (i, w) in all.iter().enumerate() {
-        if excluded(w) {
-            let joined = |j: Option<&&str>| j.is_some_and(|w| w.eq_ignore_ascii_case("or"));
-            if joined(i.checked_sub(1).and_then(|j| all.get(j))) || joined(all.get(i + 1)) {
-                return false;
-            }
-        } else {
-            words.push(*w);
-        }
-    }
-    !words.is_empty()
-        && words.len() % 2 == 1
-        && words.iter().enumerate().all(|(i, w)| {
-            let or = w.eq_ignore_ascii_case("or");
-            if i % 2 == 1 {
-                or
-            } else {
-                !or && !w.starts_with('-')
-            }
-        })
-}
-
 pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Error> {
     Ok(Ranked {
         layer,
@@ -564,40 +533,4 @@ pub(super) fn ranked(row: &PgRow, layer: ItemLayer) -> Result<Ranked, sqlx::Erro
 }
 
 /// The tool description of `search_memory` (one source for what it says about ranking).
-pub const SEARCH_TOOL_DESCRIPTION: &str = "Full-text search over insights and raw dialogue, best matches first over every stored memory. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Words also match their English and German forms (collecting finds collect), exact words and phrases rank first. Each hit carries its score, relevance and the words it matched; recency and an insight's importance boost the score lightly.";
-
-#[cfg(test)]
-mod tests {
-    use super::written_as_or_query;
-
-    #[test]
-    fn or_queries_are_told_by_how_they_are_written() {
-        for q in [
-            "compost",
-            "o'clock",
-            "coffee or tea",
-            "a OR b or c",
-            "  tea  ",
-            "coffee -tea",
-            "-tea coffee -milk",
-            "coffee or tea -milk",
-        ] {
-            assert!(written_as_or_query(q), "{q}");
-        }
-        for q in [
-            "",
-            "coffee tea",
-            "\"coffee tea\"",
-            "coffee tea -milk",
-            "-tea",
-            "-tea -milk",
-            "coffee -milk or tea",
-            "or",
-            "coffee or",
-            "coffee or tea milk",
-            "coffee or -tea",
-        ] {
-            assert!(!written_as_or_query(q), "{q}");
-        }
-    }
-}
+pub const SEARCH_TOOL_DESCRIPTION: &str = "Full-text search over insights and raw dialogue, best matches first over every stored memory. The query uses web-search syntax: words, \"exact phrase\", or, -excluded. Words also match their English and German forms (collecting finds collect), exact words and phrases rank first; stop words (the, und) are ignored unless the query has nothing else. Each hit carries its score, relevance and the words it matched; recency and an insight's importance boost the score lightly.";

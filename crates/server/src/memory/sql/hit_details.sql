@@ -1,7 +1,8 @@
 -- What a client sees of the chosen hits ($1 layers, $2 ids, in rank order) for query $3 with
 -- languages $4: a snippet, the time, the session, and why each matched: the query's exact
 -- words found in it (`matched_words`) and the stems found only as other word forms
--- (`matched_forms`, as `stem (language)`).
+-- (`matched_forms`, as `stem (language)`), read with the configurations `search_query` used
+-- (`search_configs`: a stop word left out of the query is never why a memory matched).
 --
 -- Planner notes: runs for at most `limit` rows (primary key probes), never for every match:
 -- `ts_headline` re-parses the whole content (it marks the positive part's words only). The words and, per language, the stems of the
@@ -10,14 +11,17 @@
 -- `OFFSET 0` keeps each hit's matched words one evaluation (a flattened subquery would be
 -- repeated wherever `w.words` is used). A hit deleted meanwhile (`forget`) has no row and is
 -- left out by the caller.
-WITH q AS MATERIALIZED (
-    SELECT ARRAY(SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
-                       FROM regexp_matches(querytree(websearch_to_tsquery('simple', $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS words,
+WITH c AS MATERIALIZED (SELECT search_configs($3, $4::text[]) AS c),
+q AS MATERIALIZED (
+    SELECT c.c AS configs,
+           ARRAY(SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
+                       FROM regexp_matches(querytree(websearch_to_tsquery(c.c[1], $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS words,
            ARRAY(SELECT l.weight || t.lexeme
-                 FROM (VALUES ('english', 'B'), ('german', 'C')) AS l(language, weight),
+                 FROM (VALUES ('english', 'B', 2), ('german', 'C', 3)) AS l(language, weight, n),
                  LATERAL (SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
-                       FROM regexp_matches(querytree(websearch_to_tsquery(l.language::regconfig, $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
+                       FROM regexp_matches(querytree(websearch_to_tsquery(c.c[l.n], $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
                  WHERE l.language = ANY ($4::text[])) AS forms
+    FROM c
 )
 SELECT h.layer, h.id,
        m.content IS NOT NULL AS found,
@@ -26,7 +30,9 @@ SELECT h.layer, h.id,
            m.content,
            (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
             FROM websearch_to_tsquery(
-                CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
+                CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN q.configs[1]
+                     WHEN ($4::text[])[1] = 'english' THEN coalesce(q.configs[2], q.configs[1])
+                     ELSE coalesce(q.configs[3], q.configs[1]) END,
                 $3) AS t),
            'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=**, StopSel=**'), '') AS snippet,
        coalesce(to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '') AS created_at,

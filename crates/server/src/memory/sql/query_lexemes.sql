@@ -4,8 +4,10 @@
 -- positive part, whether its operators are all `|` (one word with its forms, or words joined
 -- by `or`, whatever words are excluded besides), and how many postings each lexeme has per
 -- layer, counted up to $3 ($4 for an `or` positive part, which needs only to know whether
--- they are few). The postings path (postings.rs) decides from these whether to read the
--- lists of `lexemes`.
+-- they are few; a positive part that is not an `or` query is counted only when $5, else the
+-- counts are NULL). The postings path (postings.rs) decides from these whether to read the
+-- lists of `lexemes`; for a query it will not read them this is `search_query` as text, as
+-- cheap as `SELECT search_query(…)` (the statement it replaces for such queries).
 --
 -- Planner notes: the counts are one range of `search_postings_order_idx` per lexeme and
 -- layer (the tenant condition repeats the row-level security policy's), at most the cap entries each (index-only where the visibility map allows); equality on
@@ -18,20 +20,22 @@ l AS (
                  ORDER BY 1) AS lexemes
     FROM q
 ), lc AS (
-    SELECT l.*, CASE WHEN l.or_only THEN $4 ELSE $3 END AS cap FROM l
+    SELECT l.*, CASE WHEN l.or_only THEN $4 WHEN $5 THEN $3 END AS cap FROM l
 )
 SELECT q.q::text AS query,
        l.lexemes,
        q.positive,
        l.or_only,
+       CASE WHEN l.cap IS NOT NULL THEN
        ARRAY(SELECT (SELECT count(*) FROM (SELECT 1 FROM search_postings s
                                            WHERE s.tenant = current_setting('app.tenant', true)
                                              AND s.layer = 'r' AND s.lexeme = x.lexeme
                                            LIMIT l.cap) c)
-             FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) AS raw_postings,
+             FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) END AS raw_postings,
+       CASE WHEN l.cap IS NOT NULL THEN
        ARRAY(SELECT (SELECT count(*) FROM (SELECT 1 FROM search_postings s
                                            WHERE s.tenant = current_setting('app.tenant', true)
                                              AND s.layer = 'i' AND s.lexeme = x.lexeme
                                            LIMIT l.cap) c)
-             FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) AS insight_postings
+             FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) END AS insight_postings
 FROM q, lc l
