@@ -4,13 +4,17 @@
 -- Until now a word that English or German ignores as a stop word was dropped from that
 -- language's branch of `search_query` only: `then invoice` became
 -- `'then' & 'invoice' | 'invoic' | 'then' & 'invoic':AC`. The English branch alone already
--- matches every memory with `invoic`, and it ranks them alike — a cover of `ts_rank_cd` is
--- the shortest span that satisfies the query, and one `invoic` position does — so `then`
--- decided almost nothing, but it made every frequent-word query with a stop word an `&` query
--- that is ranked over every match (tens of thousands of rows on a million turns).
+-- matched every memory with `invoic`, so `then` changed almost no match (now a German form
+-- alone matches without it, as it does for `invoice`); it changed the ranking only
+-- through the German branch, as a proximity bonus for positions whose German stem differs from
+-- the word (`ts_rank_cd` covers are the shortest spans satisfying the query, and one
+-- exact-or-English position already does). And it made every frequent-word query with a stop
+-- word an `&` query, ranked over every match (tens of thousands of rows on a million turns)
+-- instead of from the postings.
 --
 -- Now a word that one of the configured languages treats as a stop word is left out of the
--- other branches too, with the same rules that language applies (a phrase keeps the distance:
+-- other branches too — the query matches and ranks as it would without it — with the same
+-- rules that language applies (a phrase keeps the distance:
 -- `"invoice the bill"` is `'invoice' <2> 'bill'`). A query made only of stop words (`to be or
 -- not to be`, `"the and"`), or whose positive words are all stop words (`your -money`), is
 -- built with them: the exact words, and the branch of each language that drops none of them
