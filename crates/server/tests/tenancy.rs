@@ -527,10 +527,10 @@ async fn a_populated_v1_database_keeps_every_row_as_tenant_default() {
     // A V1 database in use: 300 turns in 3 sessions, 20 insights citing them.
     sqlx::raw_sql(
         "INSERT INTO l0_raw (session_id, speaker, content, created_at)
-         SELECT 'v1-' || (g % 3), 'user', 'legacy turn ' || g || ' about durian', now() - g * interval '1 minute'
+         SELECT 'v1-' || (g % 3), 'user', 'legacy turn ' || g || ' is about the durian', now() - g * interval '1 minute'
          FROM generate_series(1, 300) g;
          INSERT INTO l2_insights (content, source_ids, tags)
-         SELECT 'legacy insight ' || g || ' about durian', ARRAY[g, g + 1]::bigint[], ARRAY['v1']
+         SELECT 'legacy insight ' || g || ' is about the durian', ARRAY[g, g + 1]::bigint[], ARRAY['v1']
          FROM generate_series(1, 20) g;",
     )
     .execute(&mut conn)
@@ -545,7 +545,7 @@ async fn a_populated_v1_database_keeps_every_row_as_tenant_default() {
     };
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [2, 3, 6, 7, 8, 9, 10, 11]
+        [2, 3, 6, 7, 8, 9, 10, 11, 12]
     );
 
     // Every row kept, every row tenant `default` (counted as the superuser, who sees all).
@@ -563,6 +563,16 @@ async fn a_populated_v1_database_keeps_every_row_as_tenant_default() {
     .await
     .unwrap();
     assert_eq!(counts, (300, 300, 20, 20, 0));
+    // V12's pairs of the rows stored before it, in both layers (its backfill is not hidden
+    // by the FORCEd policies), once each.
+    let pairs: (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE layer = 'r'), count(*) FILTER (WHERE layer = 'i'),
+                count(DISTINCT (layer, id)) FROM search_postings WHERE lexeme = 'about the'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(pairs, (300, 20, 320));
 
     // The schema check: the migrated database has the schema of a fresh one.
     let migrated = db::fingerprint(&pool).await.unwrap();

@@ -17,7 +17,8 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "V8__search_document_once",
             "V9__search_query_stop_words",
             "V10__tenant_policy_once_per_statement",
-            "V11__stop_words_left_out"
+            "V11__stop_words_left_out",
+            "V12__stop_word_pairs"
         ]
     );
 

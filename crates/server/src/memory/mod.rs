@@ -15,6 +15,7 @@
 //! only (see [`MemoryError`]).
 
 mod params;
+mod phrase_pairs;
 mod postings;
 mod ranking_query;
 mod scope;

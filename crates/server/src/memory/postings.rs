@@ -34,6 +34,9 @@
 //! ranking every match. Upper bounds carry a margin ([`MARGIN`]) for the rounding of `real`
 //! impacts and `float4` ranks, so the comparison is never decided by rounding.
 //!
+//! Phrases of common words are read as an `or` query over the postings of their first word
+//! pair, whose count bounds the phrase's relevance (migration V12, `phrase_pairs.rs`).
+//!
 //! What this assumes of `search_postings` (its maintenance may change, its reading may not):
 //! for every row of `l0_raw` / `l2_insights` visible to the search, one row per lexeme of its
 //! `search_tsv` with the impact of `search_postings_of` and the row's `created_at`, and no rows
@@ -48,6 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use sqlx::{PgConnection, Row};
 
+use super::phrase_pairs;
 use super::ranking_query::{self, Node};
 use super::search::{Ranked, best_first};
 use super::store::MemoryStore;
@@ -121,8 +125,9 @@ impl SearchPaths {
 
 /// A query as the postings path reads it: the text of its `search_query` tsquery that a match
 /// must satisfy and of its positive part that the relevance ranks (both rewritten with fewer
-/// items, `ranking_query.rs`), the distinct lexemes of the positive part and which of them a
-/// match must contain.
+/// items, `ranking_query.rs`), the lists to read — the distinct lexemes of the positive part,
+/// or for an `or` of phrases of common words the phrases' pairs (`phrase_pairs.rs`) — and which
+/// of them a match must contain.
 #[derive(Debug, Clone)]
 pub(super) struct PostingsQuery {
     pub(super) tsquery: String,
@@ -261,11 +266,37 @@ impl MemoryStore {
             return Ok(None);
         }
         let or_only = or_only.unwrap_or(false);
+        let paired: Vec<bool> = row
+            .try_get::<Option<Vec<bool>>, _>("paired")?
+            .unwrap_or_default();
         // Matched and ranked with fewer query items: the same matches and scores, cheaper
         // (ranking_query.rs).
         let tsquery = super::ranking_query::simplified(&tsquery).unwrap_or(tsquery);
         let ranked_part =
             super::ranking_query::simplified(&positive).unwrap_or_else(|| positive.clone());
+        // Phrases of common words (and words) joined by `or`: read through the pairs' postings
+        // as an `or` query (phrase_pairs.rs). Their counts are not needed: however few a
+        // pair's postings, the full-text index cannot narrow such a phrase.
+        if !or_only
+            && let Some(tree) = ranking_query::parse(&positive)
+            && let Some(lists) = phrase_pairs::or_lists(&tree, &|word| {
+                lexemes
+                    .iter()
+                    .position(|l| l == word)
+                    .is_some_and(|i| paired.get(i) == Some(&true))
+            })
+        {
+            let unknown = vec![i64::MAX; lists.len()];
+            return Ok(Some(PostingsQuery {
+                tsquery,
+                positive: ranked_part,
+                presence: Presence::Any((0..lists.len()).map(Presence::Lexeme).collect()),
+                lexemes: lists,
+                or_only: true,
+                raw_postings: unknown.clone(),
+                insight_postings: unknown,
+            }));
+        }
         Ok(
             Presence::parse(&positive, &lexemes).map(|presence| PostingsQuery {
                 tsquery,

@@ -5,7 +5,8 @@
 -- by `or`, whatever words are excluded besides), and how many postings each lexeme has per
 -- layer, counted up to $3 ($4 for an `or` positive part, which needs only to know whether
 -- they are few; a positive part that is not an `or` query is counted only when $5, else the
--- counts are NULL). The postings path (postings.rs) decides from these whether to read the
+-- counts are NULL), and which lexemes are common words whose adjacent pairs have postings
+-- (`search_pair_word`, migration V12; phrase_pairs.rs). The postings path (postings.rs) decides from these whether to read the
 -- lists of `lexemes`; for a query it will not read them this is `search_query` as text, as
 -- cheap as `SELECT search_query(…)` (the statement it replaces for such queries).
 --
@@ -26,6 +27,8 @@ SELECT q.q::text AS query,
        l.lexemes,
        q.positive,
        l.or_only,
+       ARRAY(SELECT search_pair_word(x.lexeme)
+             FROM unnest(l.lexemes) WITH ORDINALITY AS x(lexeme, n) ORDER BY x.n) AS paired,
        CASE WHEN l.cap IS NOT NULL THEN
        ARRAY(SELECT (SELECT count(*) FROM (SELECT 1 FROM search_postings s
                                            WHERE s.tenant = current_setting('app.tenant', true)
