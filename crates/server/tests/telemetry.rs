@@ -780,7 +780,7 @@ async fn every_call_is_a_server_span_with_database_children_at_ratio_1() {
                 "SELECT hit_details",
                 "SELECT l0_raw ranked",
                 "SELECT l2_insights ranked",
-                "SELECT query_lexemes",
+                "SELECT search_query",
             ],
             "3" => &["SELECT l0_raw session"],
             _ => &[],

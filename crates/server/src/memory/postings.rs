@@ -58,7 +58,7 @@ use super::store::MemoryStore;
 use super::{ItemLayer, MemoryError};
 use crate::telemetry;
 
-const QUERY_LEXEMES: &str = include_str!("sql/query_lexemes.sql");
+const POSTINGS_COUNTS: &str = include_str!("sql/postings_counts.sql");
 const POSTINGS: &str = include_str!("sql/postings.sql");
 const RAW_EXACT: &str = include_str!("sql/raw_exact.sql");
 const INSIGHTS_EXACT: &str = include_str!("sql/insights_exact.sql");
@@ -181,6 +181,7 @@ impl Presence {
 
     /// `querytree` text (`'a':A & ( 'b' | 'c' ) <-> 'd'`) over `lexemes`; `None` if it names a
     /// lexeme not among them or does not parse (`ranking_query::parse`).
+    #[cfg(test)]
     fn parse(text: &str, lexemes: &[String]) -> Option<Presence> {
         Presence::of(&ranking_query::parse(text)?, lexemes)
     }
@@ -241,34 +242,62 @@ impl MemoryStore {
         query: &str,
         count_beyond_or: bool,
     ) -> Result<Option<PostingsQuery>, MemoryError> {
+        // The query's tsquery and positive part (named statements, cheap to repeat); what the
+        // postings path needs of them is read here.
         let row = telemetry::statement(
-            "SELECT query_lexemes",
-            sqlx::query(QUERY_LEXEMES)
+            "SELECT search_query",
+            sqlx::query(super::search::SEARCH_QUERY_TEXT)
                 .bind(query)
                 .bind(&self.search_settings().languages)
-                .bind(self.search_settings().long_list.saturating_add(1))
-                .bind(self.search_settings().few_matches.saturating_add(1))
-                .bind(count_beyond_or)
-                .persistent(false)
+                .persistent(self.named_statements())
                 .fetch_one(&mut *conn),
         )
         .await?;
         let tsquery: Option<String> = row.try_get("query")?;
-        let lexemes: Option<Vec<String>> = row.try_get("lexemes")?;
         let positive: Option<String> = row.try_get("positive")?;
-        let or_only: Option<bool> = row.try_get("or_only")?;
-        let raw_postings: Option<Vec<i64>> = row.try_get("raw_postings")?;
-        let insight_postings: Option<Vec<i64>> = row.try_get("insight_postings")?;
-        let (Some(tsquery), Some(lexemes), Some(positive)) = (tsquery, lexemes, positive) else {
+        let (Some(tsquery), Some(positive)) = (tsquery, positive) else {
             return Ok(None);
         };
-        if lexemes.is_empty() || positive.trim() == "T" || positive.trim().is_empty() {
+        if positive.trim() == "T" || positive.trim().is_empty() {
             return Ok(None);
         }
-        let or_only = or_only.unwrap_or(false);
-        let paired: Vec<bool> = row
-            .try_get::<Option<Vec<bool>>, _>("paired")?
-            .unwrap_or_default();
+        let Some(tree) = ranking_query::parse(&positive) else {
+            return Ok(None);
+        };
+        let Some(lexemes) = ranking_query::lexemes(&tree).filter(|l| !l.is_empty()) else {
+            return Ok(None);
+        };
+        let or_only = ranking_query::or_only(&tree);
+        let has_phrase = ranking_query::has_phrase(&tree);
+        // Counted for an `or` query (are its lists few?) and with `count_beyond_or`; a phrase
+        // needs to know only whether its words are common.
+        let settings = self.search_settings();
+        let cap = if or_only {
+            Some(settings.few_matches.saturating_add(1))
+        } else if count_beyond_or {
+            Some(settings.long_list.saturating_add(1))
+        } else {
+            None
+        };
+        let (raw_postings, insight_postings, paired) = if cap.is_some() || has_phrase {
+            let row = telemetry::statement(
+                "SELECT search_postings counts",
+                sqlx::query(POSTINGS_COUNTS)
+                    .bind(&lexemes)
+                    .bind(cap)
+                    .persistent(self.named_statements())
+                    .fetch_one(&mut *conn),
+            )
+            .await?;
+            (
+                row.try_get::<Option<Vec<i64>>, _>("raw_postings")?,
+                row.try_get::<Option<Vec<i64>>, _>("insight_postings")?,
+                row.try_get::<Option<Vec<bool>>, _>("paired")?
+                    .unwrap_or_default(),
+            )
+        } else {
+            (None, None, Vec::new())
+        };
         // Matched and ranked with fewer query items: the same matches and scores, cheaper
         // (ranking_query.rs).
         let tsquery = super::ranking_query::simplified(&tsquery).unwrap_or(tsquery);
@@ -278,7 +307,7 @@ impl MemoryStore {
         // as an `or` query (phrase_pairs.rs). Their counts are not needed: however few a
         // pair's postings, the full-text index cannot narrow such a phrase.
         if !or_only
-            && let Some(tree) = ranking_query::parse(&positive)
+            && has_phrase
             && let Some(lists) = phrase_pairs::or_lists(&tree, &|word| {
                 lexemes
                     .iter()
@@ -297,17 +326,15 @@ impl MemoryStore {
                 insight_postings: unknown,
             }));
         }
-        Ok(
-            Presence::parse(&positive, &lexemes).map(|presence| PostingsQuery {
-                tsquery,
-                positive: ranked_part,
-                lexemes,
-                presence,
-                or_only,
-                raw_postings: raw_postings.unwrap_or_default(),
-                insight_postings: insight_postings.unwrap_or_default(),
-            }),
-        )
+        Ok(Presence::of(&tree, &lexemes).map(|presence| PostingsQuery {
+            tsquery,
+            positive: ranked_part,
+            lexemes,
+            presence,
+            or_only,
+            raw_postings: raw_postings.unwrap_or_default(),
+            insight_postings: insight_postings.unwrap_or_default(),
+        }))
     }
 
     /// The best `limit` of `layer` for `query`, from the postings; `None` when no proof was

@@ -55,6 +55,40 @@ pub(super) fn parse(tsquery: &str) -> Option<Node> {
     (at == tokens.len()).then_some(tree)
 }
 
+/// The distinct lexemes of a tree's operands, sorted; `None` if an operand does not unquote.
+pub(super) fn lexemes(node: &Node) -> Option<Vec<String>> {
+    let mut quoted = Vec::new();
+    operands(node, &mut quoted);
+    let mut lexemes = quoted
+        .into_iter()
+        .map(|(q, _, _)| unquoted(q))
+        .collect::<Option<Vec<String>>>()?;
+    lexemes.sort_unstable();
+    lexemes.dedup();
+    Some(lexemes)
+}
+
+/// Whether a tree's operators are all `|` and none of its operands is a prefix: one word with
+/// its forms, or words joined by `or` (what `ts_rank_cd` scores as the sum of the matched
+/// positions' weights).
+pub(super) fn or_only(node: &Node) -> bool {
+    match node {
+        Node::Operand { prefix, .. } => !prefix,
+        Node::Or(parts) => parts.iter().all(or_only),
+        Node::Not(_) | Node::Phrase(..) | Node::And(_) => false,
+    }
+}
+
+/// Whether a tree holds a phrase operator.
+pub(super) fn has_phrase(node: &Node) -> bool {
+    match node {
+        Node::Operand { .. } => false,
+        Node::Phrase(..) => true,
+        Node::Not(inner) => has_phrase(inner),
+        Node::And(parts) | Node::Or(parts) => parts.iter().any(has_phrase),
+    }
+}
+
 /// The lexeme an operand's quoted text names (`'it''s'` is `it's`, `'x\\y'` is `x\y`).
 pub(super) fn unquoted(quoted: &str) -> Option<String> {
     let inner = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
@@ -468,6 +502,23 @@ mod tests {
         );
         assert_eq!(s("'a' & 'b'"), "'a' & 'b'");
         assert_eq!(s("'a':*B"), "'a':*B");
+    }
+
+    #[test]
+    fn lexemes_and_shapes_of_a_tree() {
+        let tree = |q: &str| super::parse(q).unwrap_or_else(|| panic!("{q} parses"));
+        let t = tree("'the':A <-> 'and' | 'it''s':B & 'the'");
+        assert_eq!(
+            super::lexemes(&t),
+            Some(vec!["and".to_owned(), "it's".to_owned(), "the".to_owned()])
+        );
+        assert!(!super::or_only(&t) && super::has_phrase(&t));
+        let t = tree("'lomor':ABC | ( 'tea' | 'coffe':B )");
+        assert!(super::or_only(&t) && !super::has_phrase(&t));
+        for q in ["'a':* | 'b'", "'a' & 'b'", "!'a'", "'a' <2> 'b'"] {
+            assert!(!super::or_only(&tree(q)), "{q}");
+        }
+        assert!(super::has_phrase(&tree("'a' & ( 'b' <2> 'c' )")));
     }
 
     #[test]

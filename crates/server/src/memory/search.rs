@@ -37,7 +37,7 @@ const SESSION_SIZE: &str = include_str!("sql/session_size.sql");
 const RAW_SESSION_BEST: &str = include_str!("sql/raw_session_best.sql");
 /// The query's tsquery and its positive part (which the relevance ranks) as text, for
 /// `ranking_query.rs`.
-const SEARCH_QUERY_TEXT: &str =
+pub(super) const SEARCH_QUERY_TEXT: &str =
     "SELECT q::text AS query, querytree(q) AS positive FROM search_query($1, $2) AS q";
 
 /// A session with fewer turns than this is ranked from its own turns (`raw_session_best.sql`);
