@@ -210,6 +210,9 @@ async fn inflections_match_in_english_and_german_and_exact_forms_rank_first() {
         [(ItemLayer::Raw, collecting), (ItemLayer::Raw, collect)],
         "{found:?}"
     );
+    // A hit with none of the exact words marks the first language's forms in its snippet.
+    assert!(found[1].matched_words.is_empty(), "{found:?}");
+    assert!(found[1].snippet.contains("**collect**"), "{found:?}");
 
     // An excluded word removes the memories that hold it as written; one that holds only
     // another form still matches, and the excluded word is not among why it matched.

@@ -581,8 +581,10 @@ impl MemoryStore {
             ItemLayer::Raw => statement,
             ItemLayer::Insight => statement.bind(settings.importance_weight),
         };
-        // Unnamed: planned for these values, so the tsquery is parsed once (see the SQL).
-        let statement = statement.bind(now).bind(&query.positive).persistent(false);
+        let statement = statement
+            .bind(now)
+            .bind(&query.positive)
+            .persistent(self.named_statements());
         let summary = match layer {
             ItemLayer::Raw => "SELECT l0_raw candidates",
             ItemLayer::Insight => "SELECT l2_insights candidates",

@@ -7,7 +7,8 @@
 -- Planner notes: runs for at most `limit` rows (primary key probes), never for every match:
 -- `ts_headline` re-parses the whole content (it marks the positive part's words only). The words and, per language, the stems of the
 -- query's positive part (`querytree`: an excluded word is never why a memory matched), each
--- stem tagged with its language's weight, are computed once (`q`), not per hit and lexeme; the
+-- stem tagged with its language's weight, and the queries whose words the snippets mark are
+-- computed once (`q`), not per hit and lexeme; the
 -- `OFFSET 0` keeps each hit's matched words one evaluation (a flattened subquery would be
 -- repeated wherever `w.words` is used). A hit deleted meanwhile (`forget`) has no row and is
 -- left out by the caller.
@@ -20,7 +21,16 @@ q AS MATERIALIZED (
                  FROM (VALUES ('english', 'B', 2), ('german', 'C', 3)) AS l(language, weight, n),
                  LATERAL (SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
                        FROM regexp_matches(querytree(websearch_to_tsquery(c.c[l.n], $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
-                 WHERE l.language = ANY ($4::text[])) AS forms
+                 WHERE l.language = ANY ($4::text[])) AS forms,
+           -- The words the snippet marks: the exact words' query, or the first language's
+           -- for a hit with none of them.
+           (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
+            FROM websearch_to_tsquery(c.c[1], $3) AS t) AS exact_marks,
+           (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
+            FROM websearch_to_tsquery(
+                CASE WHEN ($4::text[])[1] = 'english' THEN coalesce(c.c[2], c.c[1])
+                     ELSE coalesce(c.c[3], c.c[1]) END,
+                $3) AS t) AS language_marks
     FROM c
 )
 SELECT h.layer, h.id,
@@ -28,12 +38,8 @@ SELECT h.layer, h.id,
        coalesce(ts_headline(
            CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN 'simple' ELSE ($4::text[])[1] END::regconfig,
            m.content,
-           (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
-            FROM websearch_to_tsquery(
-                CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN q.configs[1]
-                     WHEN ($4::text[])[1] = 'english' THEN coalesce(q.configs[2], q.configs[1])
-                     ELSE coalesce(q.configs[3], q.configs[1]) END,
-                $3) AS t),
+           CASE WHEN cardinality(w.words) > 0 OR cardinality($4::text[]) = 0 THEN q.exact_marks
+                ELSE q.language_marks END,
            'MaxFragments=2, MaxWords=20, MinWords=5, StartSel=**, StopSel=**'), '') AS snippet,
        coalesce(to_char(m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '') AS created_at,
        m.session_id,
