@@ -474,6 +474,64 @@ async fn assert_same(store: &MemoryStore, settings: SearchSettings, label: &str)
     }
 }
 
+/// On every memory that its residue does not match, a positive part's exact form ranks as the
+/// positive part itself (what the every-match statements rely on, `sql/raw_best.sql`).
+#[tokio::test]
+async fn the_exact_form_ranks_as_the_query_where_it_is_used() {
+    let (_db, pool, store) = fresh().await;
+    corpus(&store, &pool).await;
+    let languages = vec!["english".to_owned(), "german".to_owned()];
+    let (mut applied, mut ranked, mut residual) = (0, 0_i64, 0_i64);
+    for q in queries() {
+        let positive: Option<String> = sqlx::query_scalar("SELECT querytree(search_query($1, $2))")
+            .bind(&q)
+            .bind(&languages)
+            .fetch_one(&pool)
+            .await
+            .expect("the positive part");
+        let Some(positive) = positive.filter(|p| !p.is_empty() && p != "T") else {
+            continue;
+        };
+        let Some((residue, exact)) = cognitive_memory_mcp::memory::exact_form_of(&positive) else {
+            continue;
+        };
+        applied += 1;
+        for table in ["l0_raw", "l2_insights"] {
+            // The table is one of two literals.
+            let (differ, same, other): (i64, i64, i64) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FILTER (WHERE NOT search_tsv @@ $1::tsquery
+                                           AND ts_rank_cd(search_tsv, $2::tsquery)
+                                               <> ts_rank_cd(search_tsv, $3::tsquery)),
+                        count(*) FILTER (WHERE NOT search_tsv @@ $1::tsquery
+                                           AND ts_rank_cd(search_tsv, $2::tsquery) > 0),
+                        count(*) FILTER (WHERE search_tsv @@ $1::tsquery)
+                 FROM {table}"
+                )))
+                .bind(&residue)
+                .bind(&positive)
+                .bind(&exact)
+                .fetch_one(&pool)
+                .await
+                .expect("compare the ranks");
+            assert_eq!(
+                differ, 0,
+                "{q}: {positive} ranks {differ} memories of {table} differently as {exact}"
+            );
+            ranked += same;
+            residual += other;
+        }
+    }
+    // Not vacuous: most queries have an exact form, many memories are ranked with it, and the
+    // corpus's English and German forms leave some to the whole query.
+    assert!(applied >= 40, "only {applied} queries have an exact form");
+    assert!(
+        ranked >= 1000,
+        "only {ranked} memories ranked with an exact form"
+    );
+    assert!(residual >= 100, "only {residual} memories match a residue");
+}
+
 #[tokio::test]
 async fn the_postings_path_returns_the_hits_of_ranking_every_match() {
     let (_db, pool, store) = fresh().await;

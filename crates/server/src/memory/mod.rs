@@ -32,6 +32,14 @@ pub use params::{
     StoredInsight, StoredTurn, Turn,
 };
 pub use postings::SearchPathCounts;
+
+/// The exact form of a query's positive part that the every-match statements rank rows
+/// holding only weight-A positions with (`ranking_query::exact_form`); public for the tests
+/// that check it on real vectors.
+#[doc(hidden)]
+pub fn exact_form_of(positive: &str) -> Option<(String, String)> {
+    ranking_query::exact_form(positive)
+}
 pub(crate) use scope::{begin as begin_for_tenant, begin_statement};
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};
 pub use store::MemoryStore;

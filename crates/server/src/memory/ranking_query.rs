@@ -47,6 +47,76 @@ pub(super) fn simplified(tsquery: &str) -> Option<String> {
     Some(out)
 }
 
+/// For a positive part `q` (no `!`) whose every operand admits weight A: `(residue,
+/// exact)`, where `residue` matches a vector exactly when it has a position of some operand's
+/// lexeme at a weight other than A that the operand admits, and `exact` is `q` with every
+/// operand restricted to weight A (then simplified). On a vector that `residue` does not
+/// match, each operand of `q` matches the same positions as its `exact` counterpart, so the
+/// matched positions and the covers are the same and `ts_rank_cd(v, exact) = ts_rank_cd(v,
+/// q)` — with fewer items, so cheaper per row: most memories hold a query's words only as
+/// written (weight A), their English and German forms being the same word. `None` when that
+/// does not apply (some operand without A, a `!`) or saves nothing (every operand A only).
+pub(super) fn exact_form(positive: &str) -> Option<(String, String)> {
+    let tree = parse(positive)?;
+    if has_not(&tree) {
+        return None;
+    }
+    let mut all = Vec::new();
+    operands(&tree, &mut all);
+    const A: u8 = 1;
+    const ANY_BUT_A: u8 = 0b1110;
+    let mut residue: Vec<Node> = Vec::new();
+    for (quoted, weights, prefix) in all {
+        if weights != 0 && weights & A == 0 {
+            return None;
+        }
+        let others = if weights == 0 {
+            ANY_BUT_A
+        } else {
+            weights & !A
+        };
+        let node = Node::Operand {
+            quoted: quoted.to_owned(),
+            weights: others,
+            prefix,
+        };
+        if others != 0 && !residue.contains(&node) {
+            residue.push(node);
+        }
+    }
+    if residue.is_empty() {
+        return None;
+    }
+    let residue = if residue.len() == 1 {
+        residue.pop()?
+    } else {
+        Node::Or(residue)
+    };
+    let mut out_residue = String::new();
+    print(&residue, &mut out_residue);
+    let mut out_exact = String::new();
+    print(&simplify(restricted_to_a(tree)), &mut out_exact);
+    Some((out_residue, out_exact))
+}
+
+fn restricted_to_a(node: Node) -> Node {
+    match node {
+        Node::Operand { quoted, prefix, .. } => Node::Operand {
+            quoted,
+            weights: 1,
+            prefix,
+        },
+        Node::Not(inner) => Node::Not(Box::new(restricted_to_a(*inner))),
+        Node::Phrase(l, r, d) => Node::Phrase(
+            Box::new(restricted_to_a(*l)),
+            Box::new(restricted_to_a(*r)),
+            d,
+        ),
+        Node::And(parts) => Node::And(parts.into_iter().map(restricted_to_a).collect()),
+        Node::Or(parts) => Node::Or(parts.into_iter().map(restricted_to_a).collect()),
+    }
+}
+
 /// `tsquery` (PostgreSQL's text form) as a tree; `None` if it is not in that form.
 pub(super) fn parse(tsquery: &str) -> Option<Node> {
     let tokens = tokens(tsquery)?;
@@ -445,7 +515,7 @@ fn print_operand(node: &Node, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use super::simplified;
+    use super::{exact_form, simplified};
 
     fn s(q: &str) -> String {
         simplified(q).unwrap_or_else(|| panic!("{q} parses"))
@@ -527,6 +597,35 @@ mod tests {
         assert_eq!(super::unquoted("'x\\\\y'").as_deref(), Some("x\\y"));
         assert_eq!(super::unquoted("'a'").as_deref(), Some("a"));
         assert_eq!(super::unquoted("a"), None);
+    }
+
+    #[test]
+    fn the_exact_form_of_a_positive_part() {
+        assert_eq!(
+            exact_form("'kadri':AB & 'lomor':AB | 'kadri':AC & 'lomor':AC"),
+            Some((
+                "'kadri':B | 'lomor':B | 'kadri':C | 'lomor':C".to_owned(),
+                "'kadri':A & 'lomor':A".to_owned()
+            ))
+        );
+        // A German stem that is another word keeps its branch (its A positions count).
+        assert_eq!(
+            exact_form("'one':AB & 'note':AB | 'one':AC & 'not':AC"),
+            Some((
+                "'one':B | 'note':B | 'one':C | 'not':C".to_owned(),
+                "( 'one':A & 'note':A ) | ( 'one':A & 'not':A )".to_owned()
+            ))
+        );
+        assert_eq!(
+            exact_form("'abc':*AB | 'x'"),
+            Some((
+                "'abc':*B | 'x':BCD".to_owned(),
+                "'abc':*A | 'x':A".to_owned()
+            ))
+        );
+        assert_eq!(exact_form("'kadri':A & 'lomor':A"), None);
+        assert_eq!(exact_form("'kadri':B & 'lomor':AB"), None);
+        assert_eq!(exact_form("'kadri':AB & !'lomor':AB"), None);
     }
 
     #[test]

@@ -434,7 +434,14 @@ impl MemoryStore {
             Extra::Session(session) => statement.bind(session),
             Extra::ImportanceWeight => statement.bind(settings.importance_weight),
         };
-        let statement = statement.bind(now).bind(ranking).bind(positive);
+        let exact = positive.and_then(super::ranking_query::exact_form);
+        let (residue, exact) = exact.unzip();
+        let statement = statement
+            .bind(now)
+            .bind(ranking)
+            .bind(positive)
+            .bind(residue)
+            .bind(exact);
         let summary = match (layer, sql == RAW_SESSION_BEST) {
             (ItemLayer::Raw, true) => "SELECT l0_raw session ranked",
             (ItemLayer::Raw, false) => "SELECT l0_raw ranked",

@@ -2,7 +2,7 @@
 --
 -- score = relevance × (1 + $4 × 0.5 ^ (age / $5 seconds)) × (1 + $6 × (importance − 0.5)):
 -- as for raw turns (raw_best.sql), on the same scale, with the insight's importance (0..1)
--- weighing in by $6 (importance_weight). Ties: newest first. $8 and $9 as in raw_best.sql.
+-- weighing in by $6 (importance_weight). Ties: newest first. $8 to $11 as in raw_best.sql.
 --
 -- Planner notes: as in raw_best.sql (every match is found in the GIN index, read and ranked).
 SELECT i.id,
@@ -12,7 +12,10 @@ SELECT i.id,
                    * (1 + $6 * (i.importance::float8 - 0.5)) AS score
 FROM l2_insights i
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(i.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))::float8 AS relevance
+    SELECT CASE WHEN $11::tsquery IS NOT NULL AND NOT (i.search_tsv @@ $10::tsquery)
+                THEN ts_rank_cd(i.search_tsv, $11::tsquery)
+                ELSE ts_rank_cd(i.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))
+           END::float8 AS relevance
     OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE i.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))

@@ -3,6 +3,10 @@
 -- fewer items (ranking_query.rs): the same matches and scores, ranked cheaper; it replaces
 -- `search_query($1, $2)`. $9, when not null, is the query's positive part (`querytree`) with
 -- fewer items; it replaces `querytree(...)` in the relevance.
+-- $10 and $11, when not null, are $9's exact form (`ranking_query::exact_form`): a row that
+-- $10 does not match — it holds the query's lexemes only at weight A, the common case — is
+-- ranked with $11, the same relevance with fewer items (`ts_rank_cd` zeroes 32 KiB per query
+-- item for every row it ranks).
 --
 -- score = relevance × (1 + $4 × 0.5 ^ (age / $5 seconds)), the age at $7 (seconds since the
 -- epoch, one instant for both layers of a search, so they are boosted alike): relevance is `ts_rank_cd` over
@@ -31,7 +35,10 @@ SELECT r.id,
        c.relevance * (1 + $4 * power(0.5, greatest($7 - extract(epoch FROM r.created_at)::float8, 0) / $5)) AS score
 FROM l0_raw r
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(r.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))::float8 AS relevance
+    SELECT CASE WHEN $11::tsquery IS NOT NULL AND NOT (r.search_tsv @@ $10::tsquery)
+                THEN ts_rank_cd(r.search_tsv, $11::tsquery)
+                ELSE ts_rank_cd(r.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))
+           END::float8 AS relevance
     OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))

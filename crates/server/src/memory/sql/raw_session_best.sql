@@ -1,7 +1,7 @@
 -- The best $3 raw turns of session $6 for query $1 (stemmed in languages $2), ranked over every
 -- match of that session: the expressions of raw_best.sql over the same values ($4
 -- recency_weight, $5 its half-life in seconds, $7 the instant), so a turn ranks here exactly as
--- it ranks there ($8 and $9 too).
+-- it ranks there ($8 to $11 too).
 --
 -- Planner notes: the session's turns are read by `l0_raw_tenant_session_id_id_idx` (the
 -- tenant condition repeats the row-level security policy's, migration V7) and each is
@@ -18,7 +18,10 @@ SELECT r.id,
 FROM (SELECT s.id, s.created_at, s.search_tsv FROM l0_raw s
       WHERE s.tenant = current_setting('app.tenant', true) AND s.session_id = $6 OFFSET 0) r
 CROSS JOIN LATERAL (
-    SELECT ts_rank_cd(r.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))::float8 AS relevance
+    SELECT CASE WHEN $11::tsquery IS NOT NULL AND NOT (r.search_tsv @@ $10::tsquery)
+                THEN ts_rank_cd(r.search_tsv, $11::tsquery)
+                ELSE ts_rank_cd(r.search_tsv, coalesce($9::tsquery, querytree(coalesce($8::tsquery, search_query($1, $2)))::tsquery))
+           END::float8 AS relevance
     OFFSET 0  -- computed once per row: flattened, it would be repeated in `score`
 ) c
 WHERE r.search_tsv @@ coalesce($8::tsquery, search_query($1, $2))
