@@ -369,6 +369,58 @@ async fn stop_words_are_left_out_of_every_branch_unless_nothing_else_is_left() {
     assert_eq!(ids(&found), [(ItemLayer::Raw, hamlet)], "{found:?}");
 }
 
+/// A word form of one language that is the other language's stop word is not searched for
+/// (V13): the German stem of `note` is `not` and of `theme` `them`, the English stem of `dies`
+/// is `die`, and every memory holds each of its words' forms in both languages — so before,
+/// `note` found every memory with "not". The exact word and its other forms still match; the
+/// documented loss is that language's other inflections of such a word (`Noten`).
+#[tokio::test]
+async fn a_form_that_is_the_other_languages_stop_word_matches_nothing_by_itself() {
+    let (_db, store) = fresh().await;
+    let note = put(&store, "s", "a note about the meeting").await;
+    let notes = put(&store, "s", "meeting notes were sent").await;
+    put(&store, "s", "I do not want the meeting").await;
+    put(&store, "s", "tell them about the meeting").await;
+    let theme = put(&store, "s", "the theme of the meeting").await;
+    let noten = put(&store, "s", "die Noten der Prüfung").await;
+    let dies = put(&store, "s", "the plant dies in winter").await;
+    put(&store, "s", "die Pflanze im Winter").await;
+
+    let found = hits(&store, query("note")).await;
+    assert_eq!(
+        ids(&found),
+        [(ItemLayer::Raw, note), (ItemLayer::Raw, notes)],
+        "{found:?}"
+    );
+    assert_eq!(found[1].matched_forms, ["note (english)"], "{found:?}");
+    // Both words, in either form (closer together ranks higher), and not "not".
+    let mut found: Vec<i64> = hits(&store, query("meeting note"))
+        .await
+        .iter()
+        .map(|h| h.id)
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, [note, notes]);
+    assert_eq!(
+        ids(&hits(&store, query("theme")).await),
+        [(ItemLayer::Raw, theme)]
+    );
+    assert_eq!(
+        ids(&hits(&store, query("Noten")).await),
+        [(ItemLayer::Raw, noten)]
+    );
+    assert_eq!(
+        ids(&hits(&store, query("dies")).await),
+        [(ItemLayer::Raw, dies)]
+    );
+    // With one language configured its forms are all searched: German `note` is `not`.
+    let german = store.clone().with_search_settings(SearchSettings {
+        languages: vec!["german".to_owned()],
+        ..SearchSettings::default()
+    });
+    assert_eq!(hits(&german, query("note")).await.len(), 4);
+}
+
 /// A search holds one connection for all its statements and takes a second one for the other
 /// layer only if the pool has one idle: many concurrent searches on a pool of two never wait
 /// for each other's connections (a deadlock until the acquire timeout), and each finds what a

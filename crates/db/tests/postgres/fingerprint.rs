@@ -13,7 +13,7 @@ async fn equal_schemas_match_and_an_extra_column_is_named() {
     let b = fingerprint(&second_pool).await.unwrap();
     assert_eq!(a.hash, b.hash);
     assert!(diff(&a, &b).is_empty());
-    assert_eq!(a.migrations.len(), 10);
+    assert_eq!(a.migrations.len(), 11);
     assert!(a.catalog.iter().any(|e| {
         e.table == "l0_raw"
             && e.name == "search_tsv"

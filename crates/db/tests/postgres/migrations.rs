@@ -18,7 +18,8 @@ async fn a_fresh_database_gets_every_migration_then_nothing_more() {
             "V9__search_query_stop_words",
             "V10__tenant_policy_once_per_statement",
             "V11__stop_words_left_out",
-            "V12__stop_word_pairs"
+            "V12__stop_word_pairs",
+            "V13__forms_that_are_stop_words"
         ]
     );
 

@@ -2,7 +2,9 @@
 -- languages $4: a snippet, the time, the session, and why each matched: the query's exact
 -- words found in it (`matched_words`) and the stems found only as other word forms
 -- (`matched_forms`, as `stem (language)`), read with the configurations `search_query` used
--- (`search_configs`: a stop word left out of the query is never why a memory matched).
+-- (`search_configs`: a stop word left out of the query is never why a memory matched) and
+-- its forms (`search_language_forms`, V13: a form that is the other language's stop word is
+-- the exact word).
 --
 -- Planner notes: runs for at most `limit` rows (primary key probes), never for every match:
 -- `ts_headline` re-parses the whole content (it marks the positive part's words only). The words and, per language, the stems of the
@@ -20,17 +22,17 @@ q AS MATERIALIZED (
            ARRAY(SELECT l.weight || t.lexeme
                  FROM (VALUES ('english', 'B', 2), ('german', 'C', 3)) AS l(language, weight, n),
                  LATERAL (SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\', '\')
-                       FROM regexp_matches(querytree(websearch_to_tsquery(c.c[l.n], $3)), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
+                       FROM regexp_matches(querytree(search_language_forms($3, $4::text[], l.language, c.c[l.n], c.c[1])), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
                  WHERE l.language = ANY ($4::text[])) AS forms,
            -- The words the snippet marks: the exact words' query, or the first language's
            -- for a hit with none of them.
            (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
             FROM websearch_to_tsquery(c.c[1], $3) AS t) AS exact_marks,
            (SELECT CASE WHEN querytree(t) = 'T' THEN t ELSE querytree(t)::tsquery END
-            FROM websearch_to_tsquery(
+            FROM search_language_forms($3, $4::text[], ($4::text[])[1],
                 CASE WHEN ($4::text[])[1] = 'english' THEN coalesce(c.c[2], c.c[1])
                      ELSE coalesce(c.c[3], c.c[1]) END,
-                $3) AS t) AS language_marks
+                c.c[1]) AS t) AS language_marks
     FROM c
 )
 SELECT h.layer, h.id,
