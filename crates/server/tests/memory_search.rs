@@ -452,3 +452,104 @@ async fn concurrent_searches_on_a_small_pool_share_it_without_deadlock() {
         assert_eq!(search.await.expect("search task"), alone);
     }
 }
+
+/// The words, forms and snippet queries that `hit_details.sql` reads hits with are computed in
+/// Rust from the query's positive part (`hit_terms.rs`); they are what building each branch of
+/// the query in SQL names (how `hit_details.sql` computed them before), for every language
+/// setting and query shape.
+#[tokio::test]
+async fn hit_terms_are_what_the_query_branches_name() {
+    let (db, _store) = fresh().await;
+    let pool = pool_of(&db.url).await;
+    let queries = [
+        "collect",
+        "collecting stamps",
+        "Häusern",
+        "meeting or release",
+        "coffee or tea or zeta200",
+        "o'clock",
+        "don't o'clock",
+        "note",
+        "meeting note",
+        "theme -note",
+        "dies",
+        "die Rechnungen",
+        "then invoice",
+        "\"collect stamps\"",
+        "\"invoice the march\"",
+        "compost -\"the garden\"",
+        "garden or compost -the",
+        "a or b c",
+        "\"the and\"",
+        "\"the and\" or was",
+        "to be or not to be",
+        "your -money",
+        "the -compost",
+        "well-known e-mail",
+    ];
+    let settings: [&[&str]; 5] = [
+        &["english", "german"],
+        &["german", "english"],
+        &["english"],
+        &["german"],
+        &[],
+    ];
+    let mut compared = 0;
+    for languages in settings {
+        let languages: Vec<String> = languages.iter().map(|&l| l.to_owned()).collect();
+        for q in queries {
+            let positive: Option<String> =
+                sqlx::query_scalar("SELECT querytree(search_query($1, $2))")
+                    .bind(q)
+                    .bind(&languages)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("the positive part");
+            let positive = positive.unwrap_or_default();
+            let terms = cognitive_memory_mcp::memory::hit_terms_of(&positive, &languages);
+            if positive.is_empty() || positive == "T" {
+                assert_eq!(terms, None, "{q} {languages:?}");
+                continue;
+            }
+            let (words, forms, exact_marks, language_marks) =
+                terms.unwrap_or_else(|| panic!("{q} {languages:?}: {positive} has terms"));
+            let row: (Vec<String>, Vec<String>, bool, bool) = sqlx::query_as(
+                "WITH c AS MATERIALIZED (SELECT search_configs($1, $2::text[]) AS c)
+                 SELECT ARRAY(SELECT DISTINCT replace(replace(m[1], '''''', ''''), '\\\\', '\\')
+                              FROM regexp_matches(querytree(websearch_to_tsquery(c.c[1], $1)), '''((?:[^'']|'''')*)''', 'g') AS m
+                              ORDER BY 1),
+                        ARRAY(SELECT DISTINCT l.weight || t.lexeme
+                              FROM (VALUES ('english', 'B', 2), ('german', 'C', 3)) AS l(language, weight, n),
+                              LATERAL (SELECT replace(replace(m[1], '''''', ''''), '\\\\', '\\')
+                                       FROM regexp_matches(querytree(search_language_forms($1, $2::text[], l.language, c.c[l.n], c.c[1])), '''((?:[^'']|'''')*)''', 'g') AS m) AS t(lexeme)
+                              WHERE l.language = ANY ($2::text[])
+                              ORDER BY 1),
+                        (SELECT querytree(t)::tsquery FROM websearch_to_tsquery(c.c[1], $1) AS t) = $3::tsquery,
+                        (SELECT querytree(t)::tsquery
+                         FROM search_language_forms($1, $2::text[], ($2::text[])[1],
+                             CASE WHEN ($2::text[])[1] = 'english' THEN coalesce(c.c[2], c.c[1])
+                                  ELSE coalesce(c.c[3], c.c[1]) END,
+                             c.c[1]) AS t) = $4::tsquery
+                 FROM c",
+            )
+            .bind(q)
+            .bind(&languages)
+            .bind(&exact_marks)
+            .bind(&language_marks)
+            .fetch_one(&pool)
+            .await
+            .expect("the branches in SQL");
+            let label = format!("{q} {languages:?}: {positive}");
+            assert_eq!(words, row.0, "{label}");
+            assert_eq!(forms, row.1, "{label}");
+            assert!(row.2, "{label}: exact marks {exact_marks:?}");
+            // Without languages the snippets mark the exact words only.
+            assert!(
+                row.3 || languages.is_empty(),
+                "{label}: language marks {language_marks:?}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 100, "only {compared} queries compared");
+}

@@ -14,6 +14,7 @@
 //! contains a submitted value: errors name the field and state sizes, limits and allowed values
 //! only (see [`MemoryError`]).
 
+mod hit_terms;
 mod params;
 mod phrase_pairs;
 mod postings;
@@ -39,6 +40,17 @@ pub use postings::SearchPathCounts;
 #[doc(hidden)]
 pub fn exact_form_of(positive: &str) -> Option<(String, String)> {
     ranking_query::exact_form(positive)
+}
+
+/// What `hit_details.sql` reads a search's hits with, from the query's positive part as
+/// PostgreSQL prints it (`hit_terms::of`): (exact words, forms, exact marks, language marks);
+/// public for the test that compares it with building the query's branches in SQL.
+#[doc(hidden)]
+pub fn hit_terms_of(
+    positive: &str,
+    languages: &[String],
+) -> Option<(Vec<String>, Vec<String>, Option<String>, Option<String>)> {
+    hit_terms::of(positive, languages).map(|t| (t.words, t.forms, t.exact_marks, t.language_marks))
 }
 pub(crate) use scope::{begin as begin_for_tenant, begin_statement};
 pub use search::{SEARCH_LANGUAGES, SEARCH_TOOL_DESCRIPTION, SearchSettings, SearchStatus};

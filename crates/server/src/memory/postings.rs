@@ -51,6 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use sqlx::{PgConnection, Row};
 
+use super::hit_terms::{self, HitTerms};
 use super::phrase_pairs;
 use super::ranking_query::{self, Node};
 use super::search::{Ranked, best_first};
@@ -143,6 +144,8 @@ pub(super) struct PostingsQuery {
     raw_postings: Vec<i64>,
     /// The same in the insights layer.
     insight_postings: Vec<i64>,
+    /// Why its hits match, from the positive part as PostgreSQL printed it (`hit_terms.rs`).
+    pub(super) terms: Option<HitTerms>,
 }
 
 /// Which lexemes (indexes into [`PostingsQuery::lexemes`]) a match must contain: the query's
@@ -267,6 +270,7 @@ impl MemoryStore {
         let Some(lexemes) = ranking_query::lexemes(&tree).filter(|l| !l.is_empty()) else {
             return Ok(None);
         };
+        let terms = hit_terms::of(&positive, &self.search_settings().languages);
         let or_only = ranking_query::or_only(&tree);
         let has_phrase = ranking_query::has_phrase(&tree);
         // Counted for an `or` query (are its lists few?) and with `count_beyond_or`; a phrase
@@ -324,6 +328,7 @@ impl MemoryStore {
                 or_only: true,
                 raw_postings: unknown.clone(),
                 insight_postings: unknown,
+                terms,
             }));
         }
         Ok(Presence::of(&tree, &lexemes).map(|presence| PostingsQuery {
@@ -334,6 +339,7 @@ impl MemoryStore {
             or_only,
             raw_postings: raw_postings.unwrap_or_default(),
             insight_postings: insight_postings.unwrap_or_default(),
+            terms,
         }))
     }
 

@@ -106,6 +106,13 @@ pub(super) fn exact_form(positive: &str) -> Option<(String, String)> {
     Some((out_residue, out_exact))
 }
 
+/// A tree as tsquery text (the form PostgreSQL prints).
+pub(super) fn text(node: &Node) -> String {
+    let mut out = String::new();
+    print(node, &mut out);
+    out
+}
+
 /// The items (operands and operators) of a tree, as `ts_rank_cd` allocates for them.
 fn items(node: &Node) -> usize {
     match node {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use super::hit_terms::{self, HitTerms};
 use super::postings::PostingsQuery;
 use super::store::MemoryStore;
 use super::{Hit, ItemLayer, Layer, MemoryError, SearchMemory, SearchResults};
@@ -238,13 +239,21 @@ impl MemoryStore {
         };
         // The query's tsquery with fewer items to rank with (ranking_query.rs); not with the
         // postings off, the reference the tests compare with.
-        let (ranking, positive) = match &postings_query {
+        // Why the hits match is read from the positive part as PostgreSQL printed it
+        // (hit_terms.rs), which the reference path also fetches, for that alone.
+        let (ranking, positive, terms) = match &postings_query {
             Some(postings_query) => (
                 Some(postings_query.tsquery.clone()),
                 Some(postings_query.positive.clone()),
+                postings_query.terms.clone(),
             ),
-            None if settings.postings => self.ranking_query(lease.conn(), &p.query).await?,
-            None => (None, None),
+            None => {
+                let (ranking, positive, terms) = self.ranking_query(lease.conn(), &p.query).await?;
+                match settings.postings {
+                    true => (ranking, positive, terms),
+                    false => (None, None, terms),
+                }
+            }
         };
         let search = LayerSearch {
             query: &p.query,
@@ -302,7 +311,9 @@ impl MemoryStore {
             lease.done().await?;
             return Ok(SearchResults { hits: Vec::new() });
         }
-        let hits = self.hit_details(lease.conn(), &p.query, &ranked).await?;
+        let hits = self
+            .hit_details(lease.conn(), terms.unwrap_or_default(), &ranked)
+            .await?;
         lease.done().await?;
         Ok(SearchResults { hits })
     }
@@ -366,12 +377,12 @@ impl MemoryStore {
     }
 
     /// `search_query`'s tsquery for `query` and its positive part, each rewritten with fewer
-    /// items (ranking_query.rs).
+    /// items (ranking_query.rs), and why hits of it match (hit_terms.rs).
     async fn ranking_query(
         &self,
         conn: &mut PgConnection,
         query: &str,
-    ) -> Result<(Option<String>, Option<String>), MemoryError> {
+    ) -> Result<(Option<String>, Option<String>, Option<HitTerms>), MemoryError> {
         let row = telemetry::statement(
             "SELECT search_query",
             sqlx::query(SEARCH_QUERY_TEXT)
@@ -387,8 +398,12 @@ impl MemoryStore {
                 .map(|text| super::ranking_query::simplified(&text).unwrap_or(text))
         };
         let full = simplified(row.try_get("query")?);
-        let positive = simplified(row.try_get("positive")?);
-        Ok((full, positive))
+        let positive: Option<String> = row.try_get("positive")?;
+        let terms = positive
+            .as_deref()
+            .and_then(|p| hit_terms::of(p, &self.search_settings().languages));
+        let positive = simplified(positive);
+        Ok((full, positive, terms))
     }
 
     /// The turns of `session`, counted up to [`SESSION_SCAN_MAX`].
@@ -457,7 +472,7 @@ impl MemoryStore {
     async fn hit_details(
         &self,
         conn: &mut PgConnection,
-        query: &str,
+        terms: HitTerms,
         ranked: &[Ranked],
     ) -> Result<Vec<Hit>, MemoryError> {
         let layers: Vec<&str> = ranked
@@ -473,7 +488,10 @@ impl MemoryStore {
             sqlx::query(HIT_DETAILS)
                 .bind(&layers)
                 .bind(&ids)
-                .bind(query)
+                .bind(&terms.words)
+                .bind(&terms.forms)
+                .bind(terms.exact_marks)
+                .bind(terms.language_marks)
                 .bind(&self.search_settings().languages)
                 .persistent(self.named_statements())
                 .fetch_all(conn),
