@@ -42,14 +42,15 @@ pub fn exact_form_of(positive: &str) -> Option<(String, String)> {
     ranking_query::exact_form(positive)
 }
 
+/// [`hit_terms_of`]'s answer: exact words, forms, exact marks, language marks.
+#[doc(hidden)]
+pub type HitTermsParts = (Vec<String>, Vec<String>, Option<String>, Option<String>);
+
 /// What `hit_details.sql` reads a search's hits with, from the query's positive part as
 /// PostgreSQL prints it (`hit_terms::of`): (exact words, forms, exact marks, language marks);
 /// public for the test that compares it with building the query's branches in SQL.
 #[doc(hidden)]
-pub fn hit_terms_of(
-    positive: &str,
-    languages: &[String],
-) -> Option<(Vec<String>, Vec<String>, Option<String>, Option<String>)> {
+pub fn hit_terms_of(positive: &str, languages: &[String]) -> Option<HitTermsParts> {
     hit_terms::of(positive, languages).map(|t| (t.words, t.forms, t.exact_marks, t.language_marks))
 }
 pub(crate) use scope::{begin as begin_for_tenant, begin_statement};
