@@ -30,29 +30,38 @@ AS $$
 DECLARE
     lexeme constant text := '''(?:[^'']|'''')*''';
     forms constant tsquery := websearch_to_tsquery(config, words);
-    stems text[];
-    exact text[];
+    forms_text constant text := forms::text;
+    exact_text text;
+    operands integer;
     pieces text[];
+    stem text;
+    word text;
     result text;
     replaced boolean := false;
 BEGIN
-    IF other_stems IS NULL OR config = exact_config THEN
+    IF other_stems IS NULL OR config = exact_config OR forms IS NULL THEN
         RETURN forms;
     END IF;
-    stems := ARRAY(SELECT m[1] FROM regexp_matches(forms::text, '(' || lexeme || ')', 'g') WITH ORDINALITY AS t(m, n) ORDER BY n);
-    exact := ARRAY(SELECT m[1] FROM regexp_matches(websearch_to_tsquery(exact_config, words)::text, '(' || lexeme || ')', 'g') WITH ORDINALITY AS t(m, n) ORDER BY n);
-    IF cardinality(stems) = 0 OR cardinality(stems) <> cardinality(exact) THEN
+    exact_text := websearch_to_tsquery(exact_config, words)::text;
+    -- No form differs from its word (the common case): nothing to replace.
+    IF forms_text = exact_text THEN
         RETURN forms;
     END IF;
-    pieces := regexp_split_to_array(forms::text, lexeme);
+    operands := regexp_count(forms_text, lexeme);
+    IF operands = 0 OR operands <> regexp_count(exact_text, lexeme) THEN
+        RETURN forms;
+    END IF;
+    pieces := regexp_split_to_array(forms_text, lexeme);
     result := pieces[1];
-    FOR i IN 1 .. cardinality(stems) LOOP
-        IF stems[i] <> exact[i]
-           AND ts_lexize(other_stems, replace(replace(substr(stems[i], 2, length(stems[i]) - 2), '''''', ''''), '\\', '\')) = '{}' THEN
-            result := result || exact[i];
+    FOR i IN 1 .. operands LOOP
+        stem := regexp_substr(forms_text, lexeme, 1, i);
+        word := regexp_substr(exact_text, lexeme, 1, i);
+        IF stem <> word
+           AND ts_lexize(other_stems, replace(replace(substr(stem, 2, length(stem) - 2), '''''', ''''), '\\', '\')) = '{}' THEN
+            result := result || word;
             replaced := true;
         ELSE
-            result := result || stems[i];
+            result := result || stem;
         END IF;
         result := result || pieces[i + 1];
     END LOOP;
@@ -104,5 +113,32 @@ BEGIN
         END IF;
     END IF;
     RETURN result;
+END
+$$;
+
+-- V11's `search_query`, building the branches once when the query has a positive word left
+-- after the stop words (the common case; before, `search_configs` built them to find that
+-- out and `search_query` built them again).
+CREATE OR REPLACE FUNCTION search_query(words text, languages text[]) RETURNS tsquery
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET client_min_messages = warning
+AS $$
+DECLARE
+    english constant boolean := 'english' = ANY (languages);
+    german constant boolean := 'german' = ANY (languages);
+    q constant tsquery := search_query_branches(words, languages,
+        CASE WHEN english AND german THEN 'search_simple_en_de'
+             WHEN english THEN 'search_simple_en'
+             WHEN german THEN 'search_simple_de'
+             ELSE 'simple' END::regconfig,
+        CASE WHEN german THEN 'search_english_de' ELSE 'english' END::regconfig,
+        CASE WHEN english THEN 'search_german_en' ELSE 'german' END::regconfig);
+    configs regconfig[];
+BEGIN
+    IF numnode(q) > 0 AND querytree(q) <> 'T' THEN
+        RETURN q;
+    END IF;
+    configs := search_configs(words, languages);
+    RETURN search_query_branches(words, languages, configs[1], configs[2], configs[3]);
 END
 $$;
