@@ -545,7 +545,7 @@ async fn a_populated_v1_database_keeps_every_row_as_tenant_default() {
     };
     assert_eq!(
         applied.iter().map(|m| m.version).collect::<Vec<_>>(),
-        [2, 3, 6, 7, 8, 9, 10, 11, 12]
+        [2, 3, 6, 7, 8, 9, 10, 11, 12, 13]
     );
 
     // Every row kept, every row tenant `default` (counted as the superuser, who sees all).
