@@ -50,8 +50,8 @@ pub(super) fn of(positive: &str, languages: &[String]) -> Option<HitTerms> {
     };
     for branch in branches {
         let mut operands = Vec::new();
-        collect(&branch, &mut operands);
-        for &(lexeme, weights) in &operands {
+        ranking_query::operands(&branch, &mut operands);
+        for &(lexeme, weights, _) in &operands {
             let lexeme = ranking_query::unquoted(lexeme)?;
             let list = match weights {
                 EXACT => &mut terms.words,
@@ -70,12 +70,12 @@ pub(super) fn of(positive: &str, languages: &[String]) -> Option<HitTerms> {
         // A branch is the children whose operands all carry its weights.
         let uniform = operands
             .first()
-            .map(|&(_, w)| w)
-            .filter(|&w| operands.iter().all(|&(_, v)| v == w));
+            .map(|&(_, w, _)| w)
+            .filter(|&w| operands.iter().all(|&(_, v, _)| v == w));
         if uniform == Some(EXACT) {
-            exact.push(unweighted(branch));
+            exact.push(ranking_query::reweighted(branch, 0));
         } else if uniform.is_some() && uniform == first_weights {
-            first.push(unweighted(branch));
+            first.push(ranking_query::reweighted(branch, 0));
         }
     }
     terms.words.sort_unstable();
@@ -88,36 +88,6 @@ pub(super) fn of(positive: &str, languages: &[String]) -> Option<HitTerms> {
     terms.exact_marks = text_of(exact);
     terms.language_marks = text_of(first).or_else(|| terms.exact_marks.clone());
     Some(terms)
-}
-
-fn collect<'a>(node: &'a Node, out: &mut Vec<(&'a str, u8)>) {
-    match node {
-        Node::Operand {
-            quoted, weights, ..
-        } => out.push((quoted, *weights)),
-        Node::Not(inner) => collect(inner, out),
-        Node::Phrase(l, r, _) => {
-            collect(l, out);
-            collect(r, out);
-        }
-        Node::And(parts) | Node::Or(parts) => parts.iter().for_each(|p| collect(p, out)),
-    }
-}
-
-fn unweighted(node: Node) -> Node {
-    match node {
-        Node::Operand { quoted, prefix, .. } => Node::Operand {
-            quoted,
-            weights: 0,
-            prefix,
-        },
-        Node::Not(inner) => Node::Not(Box::new(unweighted(*inner))),
-        Node::Phrase(l, r, d) => {
-            Node::Phrase(Box::new(unweighted(*l)), Box::new(unweighted(*r)), d)
-        }
-        Node::And(parts) => Node::And(parts.into_iter().map(unweighted).collect()),
-        Node::Or(parts) => Node::Or(parts.into_iter().map(unweighted).collect()),
-    }
 }
 
 /// The `or` of `branches` as tsquery text; `None` for none.

@@ -93,7 +93,7 @@ pub(super) fn exact_form(positive: &str) -> Option<(String, String)> {
     } else {
         Node::Or(residue)
     };
-    let exact = simplify(restricted_to_a(tree.clone()));
+    let exact = simplify(reweighted(tree.clone(), A));
     if items(&exact) >= items(&tree) {
         // No fewer items (stems that differ from their words keep their branches): the check
         // per row would cost without saving anything.
@@ -125,21 +125,22 @@ fn items(node: &Node) -> usize {
     }
 }
 
-fn restricted_to_a(node: Node) -> Node {
+/// `node` with every operand's weights set to `weights` (0: any).
+pub(super) fn reweighted(node: Node, weights: u8) -> Node {
     match node {
         Node::Operand { quoted, prefix, .. } => Node::Operand {
             quoted,
-            weights: 1,
+            weights,
             prefix,
         },
-        Node::Not(inner) => Node::Not(Box::new(restricted_to_a(*inner))),
+        Node::Not(inner) => Node::Not(Box::new(reweighted(*inner, weights))),
         Node::Phrase(l, r, d) => Node::Phrase(
-            Box::new(restricted_to_a(*l)),
-            Box::new(restricted_to_a(*r)),
+            Box::new(reweighted(*l, weights)),
+            Box::new(reweighted(*r, weights)),
             d,
         ),
-        Node::And(parts) => Node::And(parts.into_iter().map(restricted_to_a).collect()),
-        Node::Or(parts) => Node::Or(parts.into_iter().map(restricted_to_a).collect()),
+        Node::And(parts) => Node::And(parts.into_iter().map(|p| reweighted(p, weights)).collect()),
+        Node::Or(parts) => Node::Or(parts.into_iter().map(|p| reweighted(p, weights)).collect()),
     }
 }
 
@@ -425,7 +426,8 @@ fn has_not(node: &Node) -> bool {
     }
 }
 
-fn operands<'a>(node: &'a Node, out: &mut Vec<(&'a str, u8, bool)>) {
+/// Every operand of a tree as (quoted lexeme, weights, prefix), in order.
+pub(super) fn operands<'a>(node: &'a Node, out: &mut Vec<(&'a str, u8, bool)>) {
     match node {
         Node::Operand {
             quoted,
