@@ -53,19 +53,12 @@ pub(super) fn of(positive: &str, languages: &[String]) -> Option<HitTerms> {
         ranking_query::operands(&branch, &mut operands);
         for &(lexeme, weights, _) in &operands {
             let lexeme = ranking_query::unquoted(lexeme)?;
-            let list = match weights {
-                EXACT => &mut terms.words,
-                ENGLISH => {
-                    terms.forms.push(format!("B{lexeme}"));
-                    continue;
-                }
-                GERMAN => {
-                    terms.forms.push(format!("C{lexeme}"));
-                    continue;
-                }
-                _ => continue,
-            };
-            list.push(lexeme);
+            match weights {
+                EXACT => terms.words.push(lexeme),
+                ENGLISH => terms.forms.push(format!("B{lexeme}")),
+                GERMAN => terms.forms.push(format!("C{lexeme}")),
+                _ => {}
+            }
         }
         // A branch is the children whose operands all carry its weights.
         let uniform = operands
