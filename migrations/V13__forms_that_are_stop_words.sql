@@ -74,8 +74,9 @@ $$;
 
 -- The forms `search_query` searches in `language` ('english' or 'german') for `words`, built
 -- with `config` (NULL: no branch), the exact words' configuration `exact_config`, and the
--- other language's stop words when it is configured too. `hit_details.sql` reads the matched
--- forms with it.
+-- other language's stop words when it is configured too. (The search reads why its hits
+-- matched from the query these build, `hit_terms.rs`; `tests/memory_search.rs` checks that
+-- against this function.)
 CREATE FUNCTION search_language_forms(words text, languages text[], language text,
                                       config regconfig, exact_config regconfig)
 RETURNS tsquery
