@@ -74,7 +74,13 @@ fn unprivileged() -> Option<(u32, u32)> {
     })
 }
 
-fn start_bouncer(binary: &Path, server_port: u16, user: &str, password: &str) -> Bouncer {
+fn start_bouncer(
+    binary: &Path,
+    server_port: u16,
+    user: &str,
+    password: &str,
+    pool_size: u32,
+) -> Bouncer {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
@@ -86,7 +92,7 @@ fn start_bouncer(binary: &Path, server_port: u16, user: &str, password: &str) ->
         "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
          listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
          auth_type = scram-sha-256\nauth_file = {auth}\npool_mode = transaction\n\
-         default_pool_size = 4\nmax_client_conn = 200\n\
+         default_pool_size = {pool_size}\nmax_client_conn = 200\n\
          ignore_startup_parameters = extra_float_digits\n",
         auth = dir.path().join("userlist.txt").display()
     );
@@ -201,7 +207,7 @@ async fn the_full_tool_set_and_32_clients_run_without_errors_through_pgbouncer_t
     let cluster = TestCluster::shared();
     let database = stamped_database(Environment::Test).await;
     let (user, password) = credentials(&database.url);
-    let bouncer = start_bouncer(&binary, cluster.port(), &user, &password);
+    let bouncer = start_bouncer(&binary, cluster.port(), &user, &password, 4);
     let pooled = through(&database.url, bouncer.port);
 
     let mut daemon = Launch::http(&pooled)
@@ -310,7 +316,7 @@ async fn named_statements_fail_through_pgbouncer_transaction_mode() {
     let cluster = TestCluster::shared();
     let database = stamped_database(Environment::Test).await;
     let (user, password) = credentials(&database.url);
-    let bouncer = start_bouncer(&binary, cluster.port(), &user, &password);
+    let bouncer = start_bouncer(&binary, cluster.port(), &user, &password, 4);
     let mut daemon = Launch::http(&through(&database.url, bouncer.port))
         .env("COGMEM__DATABASE__MIGRATION_URL", &database.url)
         .env("COGMEM__SERVER__RATE_LIMIT__REQUESTS_PER_MINUTE", "1000000")
@@ -335,4 +341,87 @@ async fn named_statements_fail_through_pgbouncer_transaction_mode() {
         errors.len(),
         errors.first()
     );
+}
+
+/// A search over both layers takes one server connection of the pooler, never a second while
+/// it holds the first: behind PgBouncer in transaction mode an idle connection of our pool
+/// does not mean a server connection is free, and a second `BEGIN` would wait for the one the
+/// search holds. With a pool of one server connection that wait never ends; with more, as many
+/// concurrent searches as server connections wait for each other (requests timing out with
+/// 408 under the load test above, before the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_over_both_layers_holds_one_pooler_connection() {
+    use cognitive_memory_mcp::memory::{
+        MemoryLimits, MemoryStore, SearchMemory, Speaker, StoreInsight, StoreRawDialogue,
+    };
+    let Some(binary) = pgbouncer_binary() else {
+        return;
+    };
+    let cluster = TestCluster::shared();
+    let database = cluster.fresh_database().await.unwrap();
+    let direct = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&database.url)
+        .await
+        .unwrap();
+    db::migrate(&direct).await.unwrap();
+    direct.close().await;
+    let (user, password) = credentials(&database.url);
+    let bouncer = start_bouncer(&binary, cluster.port(), &user, &password, 1);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&through(&database.url, bouncer.port))
+        .await
+        .unwrap();
+    // Two client connections open and idle, so a second one is there to be taken.
+    let (a, b) = (pool.acquire().await.unwrap(), pool.acquire().await.unwrap());
+    drop((a, b));
+    // Connections go back to the pool in a task of their own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.num_idle() < 2 {
+        assert!(Instant::now() < deadline, "{} idle", pool.num_idle());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let limits = MemoryLimits {
+        max_content_bytes: 4096,
+        default_limit: 5,
+        max_limit: 50,
+    };
+    let store = MemoryStore::new(pool, limits).with_prepared_statements(false);
+    let tenant = cognitive_memory_mcp::tenancy::Tenant::default();
+    store
+        .store_raw(
+            &tenant,
+            StoreRawDialogue {
+                session_id: "s".to_owned(),
+                speaker: Speaker::User,
+                content: "the durian smells".to_owned(),
+                metadata: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .store_insight(
+            &tenant,
+            StoreInsight {
+                content: "durian is a fruit".to_owned(),
+                source_ids: None,
+                tags: None,
+                importance: None,
+            },
+        )
+        .await
+        .unwrap();
+    let search = SearchMemory {
+        query: "durian".to_owned(),
+        limit: None,
+        layer: None,
+        session_id: None,
+    };
+    let found = tokio::time::timeout(Duration::from_secs(10), store.search(&tenant, search))
+        .await
+        .expect("a search through a pooler with one server connection must not wait for a second")
+        .unwrap();
+    assert_eq!(found.hits.len(), 2, "{:?}", found.hits);
 }

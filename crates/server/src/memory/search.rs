@@ -267,8 +267,8 @@ impl MemoryStore {
         let wants_raw = layer != Layer::Insights;
         let wants_insights = layer != Layer::Raw;
         // With both layers, the insights side by side on a second connection when the pool has
-        // one idle; otherwise one after the other on this one (never waiting for a second
-        // connection while holding one).
+        // one idle (never behind a transaction pooler, `try_lease`); otherwise one after the
+        // other on this one (never waiting for a second connection while holding one).
         let second = match wants_raw && wants_insights {
             true => self.try_lease(tenant).await?,
             false => None,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr};
+use sqlx::{PgPool, Row};
 
 use super::params::{ForgetTarget, resolve_limit};
 use super::postings::{SearchPathCounts, SearchPaths};
@@ -247,19 +247,20 @@ impl MemoryStore {
     /// Like [`Self::lease`], but only with a connection the pool has idle right now: `None`
     /// instead of waiting. For a second connection taken while one is held (a search's second
     /// layer), where waiting could deadlock: every holder waiting for the pool's last connection.
+    /// Always `None` behind a pooler in transaction mode (unnamed statements): an idle
+    /// connection of our pool does not mean that the pooler has a server connection free, and
+    /// its `BEGIN` would wait for one while this search holds another — with as many searches as
+    /// the pooler has server connections, each waits for the others (seen as requests that time
+    /// out through PgBouncer with a pool of 4 and 32 clients).
     pub(super) async fn try_lease(&self, tenant: &Tenant) -> Result<Option<Lease>, sqlx::Error> {
+        if !self.named_statements {
+            return Ok(None);
+        }
         let Some(mut conn) = self.pool.try_acquire() else {
             return Ok(None);
         };
-        Ok(Some(if self.named_statements {
-            scope::set_session(&mut conn, tenant, true).await?;
-            Lease::Pooled(conn)
-        } else {
-            let begin = AssertSqlSafe(scope::begin_statement(tenant)).into_sql_str();
-            Lease::Transaction(
-                statement("BEGIN", sqlx::Transaction::begin(conn, Some(begin))).await?,
-            )
-        }))
+        scope::set_session(&mut conn, tenant, true).await?;
+        Ok(Some(Lease::Pooled(conn)))
     }
 
     /// With `false`, every statement is unnamed, as PgBouncer in transaction mode needs
