@@ -133,10 +133,15 @@ pub async fn run_once(pool: &PgPool, policy: &Policy) -> Result<Purged, sqlx::Er
     if policy.raw_days == 0 && policy.insight_days == 0 {
         return Ok(purged);
     }
+    // In a transaction, as every unnamed statement here: behind PgBouncer in transaction mode
+    // sqlx's two exchanges (Parse/Describe, then Bind/Execute) could otherwise reach two server
+    // connections ("unnamed prepared statement does not exist").
+    let mut tx = pool.begin().await?;
     let names: Vec<String> = sqlx::query_scalar(TENANTS)
         .persistent(false)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     for name in names {
         // The table's CHECK admits only valid names.
         let Ok(tenant) = Tenant::new(name) else {
